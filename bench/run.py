@@ -1,0 +1,243 @@
+"""fanflow benchmarks: every figure is a ratio against a baseline measured in the same run.
+
+Run with ``make bench`` (or ``python bench/run.py [--runs N]``). Prints one
+table; docs/benchmarks.md records a run and how to read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import math
+import platform
+import random
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import fanflow as ff
+
+Row = tuple[str, str, str, str]
+
+
+def median_time(fn: Callable[[], Awaitable[Any]], runs: int) -> float:
+    """Median wall time of ``runs`` fresh executions of ``fn`` (after one warm-up)."""
+
+    async def main() -> list[float]:
+        await fn()
+        out = []
+        for _ in range(runs):
+            gc.collect()
+            t0 = time.perf_counter()
+            await fn()
+            out.append(time.perf_counter() - t0)
+        return out
+
+    return statistics.median(asyncio.run(main()))
+
+
+# -- W1: per-task overhead ---------------------------------------------------
+async def noop() -> None:
+    return None
+
+
+def bench_overhead(runs: int, n: int = 10_000) -> list[Row]:
+    async def gather() -> None:
+        await asyncio.gather(*[noop() for _ in range(n)])
+
+    async def fanflow_default() -> None:
+        await ff.fan_out([ff.Task(str(i), noop) for i in range(n)])
+
+    async def fanflow_unbounded() -> None:
+        await ff.fan_out([ff.Task(str(i), noop) for i in range(n)], max_concurrency=None)
+
+    base = median_time(gather, runs)
+    rows = [("overhead", f"asyncio.gather, {n:,} no-ops", f"{base * 1e3:.1f} ms", "1.00x")]
+    for label, fn in [
+        ("fan_out (defaults: cap 100)", fanflow_default),
+        ("fan_out (max_concurrency=None)", fanflow_unbounded),
+    ]:
+        t = median_time(fn, runs)
+        rows.append(("overhead", label, f"{t * 1e3:.1f} ms", f"{t / base:.2f}x (target <= 1.5x)"))
+    return rows
+
+
+# -- W2: I/O efficiency --------------------------------------------------------
+def bench_io(runs: int, n: int = 1000, delay: float = 0.02, limit: int = 100) -> list[Row]:
+    async def sleeper() -> None:
+        await asyncio.sleep(delay)
+
+    async def semaphore_gather() -> None:
+        sem = asyncio.Semaphore(limit)
+
+        async def one() -> None:
+            async with sem:
+                await sleeper()
+
+        await asyncio.gather(*[one() for _ in range(n)])
+
+    async def fanflow() -> None:
+        await ff.fan_out([ff.Task(str(i), sleeper) for i in range(n)], max_concurrency=limit)
+
+    ideal = n / limit * delay
+    base = median_time(semaphore_gather, runs)
+    t = median_time(fanflow, runs)
+    return [
+        ("io", "Semaphore(100)+gather", f"{base * 1e3:.1f} ms", f"eff {ideal / base:.3f}"),
+        (
+            "io",
+            "fan_out(max_concurrency=100)",
+            f"{t * 1e3:.1f} ms",
+            f"{t / base:.3f}x (target <= 1.03x), eff {ideal / t:.3f}",
+        ),
+    ]
+
+
+# -- W3: first-N -------------------------------------------------------------
+def bench_first_n(runs: int, n: int = 100, first: int = 10) -> list[Row]:
+    rng = random.Random(42)
+    latencies = [rng.lognormvariate(math.log(0.1), 1.0) for _ in range(n)]
+    tenth = sorted(latencies)[first - 1]
+    finished: list[int] = []
+
+    async def job(i: int) -> int:
+        await asyncio.sleep(latencies[i])
+        finished.append(i)
+        return i
+
+    walls = []
+    after_return = 0  # tasks whose code ran on after fan_out returned: must be 0
+    same_tick = 0  # ok results beyond the n-th, finished in the same loop tick
+
+    async def timed() -> None:
+        nonlocal after_return, same_tick
+        finished.clear()
+        t0 = time.perf_counter()
+        tasks = [ff.Task(str(i), job, args=(i,)) for i in range(n)]
+        result = await ff.fan_out(tasks, strategy=ff.FirstN(first))
+        walls.append(time.perf_counter() - t0)
+        done_at_return = len(finished)
+        await asyncio.sleep(0.05)  # would-be orphans get time to show they still run
+        after_return = max(after_return, len(finished) - done_at_return)
+        same_tick = max(same_tick, len(result.succeeded) - first)
+
+    async def main() -> None:
+        for _ in range(runs):
+            await timed()
+
+    asyncio.run(main())
+    wall = statistics.median(walls)
+    target = 1.05 * tenth + 0.005
+    return [
+        ("first-n", f"10th smallest of {n} lognormal latencies", f"{tenth * 1e3:.1f} ms", "ideal"),
+        (
+            "first-n",
+            f"fan_out FirstN({first})",
+            f"{wall * 1e3:.1f} ms",
+            f"{wall / tenth:.3f}x ideal (target <= {target * 1e3:.1f} ms); "
+            f"losers still running after return: {after_return}; "
+            f"extra successes in the n-th's loop tick: {same_tick}",
+        ),
+    ]
+
+
+# -- timer accuracy ------------------------------------------------------------
+def bench_timeouts(runs: int, n: int = 50, timeout: float = 0.05) -> list[Row]:
+    overshoots: list[float] = []
+
+    async def main() -> None:
+        for _ in range(runs):
+            tasks = [ff.Task(str(i), asyncio.sleep, args=(10,), timeout=timeout) for i in range(n)]
+            result = await ff.fan_out(tasks, raise_on_failure=False)
+            overshoots.extend((r.duration or 0) - timeout for r in result.results)
+
+    asyncio.run(main())
+    p50 = statistics.median(overshoots)
+    p99 = sorted(overshoots)[int(0.99 * (len(overshoots) - 1))]
+    return [
+        (
+            "timer",
+            f"timeout={timeout}s on hung tasks",
+            f"+{p50 * 1e3:.2f} ms p50",
+            f"+{p99 * 1e3:.2f} ms p99 overshoot",
+        )
+    ]
+
+
+# -- vote early stop -------------------------------------------------------------
+def bench_vote(questions: int = 200, samples: int = 40, limit: int = 4) -> list[Row]:
+    """A 70 %-accurate simulated model: calls made and accuracy, full vs early stop."""
+
+    async def sample(answer: int, turns: int) -> int:
+        for _ in range(turns):  # completion order from event-loop turns: no wall time
+            await asyncio.sleep(0)
+        return answer
+
+    async def main() -> dict[str, tuple[int, int, int]]:
+        rng = random.Random(1)
+        stats = {"full": [0, 0, 0], "exact": [0, 0, 0], "beta": [0, 0, 0]}
+        for _ in range(questions):
+            answers = [
+                42 if rng.random() < 0.7 else rng.choice([41, 43, 44]) for _ in range(samples)
+            ]
+            turns = [rng.randint(1, 20) for _ in range(samples)]
+            tasks = [ff.Task(f"s{i}", sample, args=(answers[i], turns[i])) for i in range(samples)]
+            full_value = None
+            for label, rule in [("full", False), ("exact", True), ("beta", ff.BetaStop(0.95))]:
+                result = await ff.fan_out(
+                    tasks,
+                    strategy=ff.Vote(early_stop=rule),
+                    max_concurrency=limit,
+                    raise_on_failure=False,
+                )
+                calls = samples - len(result.skipped)
+                if label == "full":
+                    full_value = result.value
+                stats[label][0] += calls
+                stats[label][1] += result.value == 42
+                stats[label][2] += result.value == full_value
+        return {k: (v[0], v[1], v[2]) for k, v in stats.items()}
+
+    stats = asyncio.run(main())
+    full_calls = stats["full"][0]
+    rows = []
+    for label, name, target in [
+        ("full", "Vote(early_stop=False)", ""),
+        ("exact", "Vote() exact early stop", " (target >= 1.3x, ideal ~1.36x)"),
+        ("beta", "Vote(early_stop=BetaStop(0.95))", " (target >= 2.8x, ideal ~3.2x)"),
+    ]:
+        calls, correct, same = stats[label]
+        rows.append(
+            (
+                "vote",
+                name,
+                f"{calls / questions:.1f} calls/question",
+                f"{full_calls / calls:.2f}x fewer{target}; accuracy {correct / questions:.1%}, "
+                f"same answer as full count {same / questions:.1%}",
+            )
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=7, help="repetitions per figure (median)")
+    args = parser.parse_args()
+    print(
+        f"fanflow {ff.__version__} benchmarks - Python {platform.python_version()} on "
+        f"{platform.machine()}, {sys.platform}; median of {args.runs} runs"
+    )
+    rows: list[Row] = []
+    for bench in (bench_overhead, bench_io, bench_first_n, bench_timeouts):
+        rows.extend(bench(args.runs))
+    rows.extend(bench_vote())
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""fanflow: fan independent subtasks out concurrently, fan them back in.
+
+Run tasks at once with :func:`fan_out` (or :func:`run` from sync code, or
+:func:`as_completed` to stream), and choose how their results combine with a
+strategy: :class:`AllOrNothing`, :class:`BestEffort`, :class:`FirstN` or
+:class:`Vote`. Failures, timeouts and the deadline become per-task results,
+never exceptions from another task's slot.
+"""
+
+from __future__ import annotations
+
+from contextlib import suppress as _suppress
+
+from ._engine import as_completed as as_completed
+from ._engine import fan_out as fan_out
+from ._engine import run as run
+from ._events import Event as Event
+from ._events import FanOutFinished as FanOutFinished
+from ._events import TaskFinished as TaskFinished
+from ._events import TaskHedged as TaskHedged
+from ._events import TaskRetrying as TaskRetrying
+from ._events import TaskStarted as TaskStarted
+from ._exceptions import FanOutError as FanOutError
+from ._exceptions import StrategyFailed as StrategyFailed
+from ._result import AttemptRecord as AttemptRecord
+from ._result import FanInResult as FanInResult
+from ._result import TaskResult as TaskResult
+from ._strategies import AllOrNothing as AllOrNothing
+from ._strategies import BestEffort as BestEffort
+from ._strategies import FirstN as FirstN
+from ._strategies import Strategy as Strategy
+from ._strategies import Verdict as Verdict
+from ._task import Task as Task
+from ._task import TaskFunction as TaskFunction
+from ._task import task as task
+from ._types import Status as Status
+from ._vote import BetaStop as BetaStop
+from ._vote import Vote as Vote
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AllOrNothing",
+    "as_completed",
+    "AttemptRecord",
+    "BestEffort",
+    "BetaStop",
+    "Event",
+    "fan_out",
+    "FanInResult",
+    "FanOutError",
+    "FanOutFinished",
+    "FirstN",
+    "run",
+    "Status",
+    "Strategy",
+    "StrategyFailed",
+    "Task",
+    "task",
+    "TaskFinished",
+    "TaskFunction",
+    "TaskHedged",
+    "TaskResult",
+    "TaskRetrying",
+    "TaskStarted",
+    "Verdict",
+    "Vote",
+]
+
+# Public names report themselves as fanflow.X (in reprs and tracebacks),
+# not as the private module that defines them.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("fanflow._"):
+        with _suppress(AttributeError, TypeError):
+            _obj.__module__ = "fanflow"
+del _name, _obj, _suppress

@@ -1,0 +1,731 @@
+"""The fan-out engine: launch attempts, watch them finish, stop when told.
+
+Design notes (why it is shaped this way):
+
+* Attempts are plain asyncio tasks (coroutine functions) or executor futures
+  (plain callables) with a done-callback; there is no wrapper coroutine per
+  task, so the per-task overhead stays close to bare ``asyncio.gather``.
+* Bookkeeping happens *in* those done-callbacks: an attempt is settled, the
+  strategy consulted and losers cancelled in the same loop iteration the
+  attempt finished in, so a stop decision never waits for another task to be
+  scheduled. The driver coroutine only wakes to deliver events and results,
+  and to finish. An exception raised by user code called from a callback (a
+  strategy, a key function) is stored and re-raised by the driver.
+* Per-attempt timeouts and the deadline are ``loop.call_at`` timers that
+  cancel the attempt; the driver then settles it as ``timeout``.
+* The driver is an async generator: :func:`as_completed` yields from it,
+  :func:`fan_out` drains it. Its ``finally`` cancels and awaits everything
+  still running, so nothing outlives the fan-out — whether it returns,
+  raises, or its caller is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import copy
+import inspect
+import math
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from typing import Any
+
+from ._events import Event, FanOutFinished, TaskFinished, TaskStarted
+from ._result import AttemptRecord, FanInResult, TaskResult, _strategy_failed
+from ._strategies import BestEffort, Strategy
+from ._task import Task, _check_timeout
+from ._types import Status
+
+__all__ = ["as_completed", "fan_out", "run"]
+
+EventHandler = Callable[[Event], Any]
+
+_DEFAULT_CONCURRENCY = 100
+# Worker threads for plain callables are created on demand, up to the
+# concurrency limit; this caps them when the limit is unbounded.
+_MAX_THREADS = 256
+
+
+def _is_async_callable(fn: Callable[..., Any]) -> bool:
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(type(fn), "__call__", None)  # noqa: B004 - objects with async __call__
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def _call_in_context(ctx: contextvars.Context, fn: Callable[..., Any], args: Any, kw: Any) -> Any:
+    return ctx.run(fn, *args, **kw)
+
+
+class _TaskState:
+    """The engine's mutable record of one task."""
+
+    __slots__ = (
+        "attempts",
+        "history",
+        "index",
+        "is_async",
+        "result",
+        "started",
+        "task",
+        "timeout",
+    )
+
+    def __init__(self, task: Task, index: int, timeout: float | None, is_async: bool) -> None:
+        self.task = task
+        self.index = index
+        self.timeout = timeout
+        self.is_async = is_async
+        self.attempts = 0
+        self.started: float | None = None
+        self.result: TaskResult | None = None
+        self.history: list[AttemptRecord] = []
+
+
+class _Attempt:
+    """One running attempt of a task."""
+
+    __slots__ = (
+        "driver",
+        "fut",
+        "number",
+        "started",
+        "state",
+        "stop_error",
+        "stop_reason",
+        "stop_status",
+        "timed_out",
+        "timer",
+    )
+
+    def __init__(self, driver: _Driver, state: _TaskState, number: int, started: float) -> None:
+        self.driver = driver
+        self.state = state
+        self.number = number
+        self.started = started
+        self.fut: asyncio.Future[Any] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.timed_out = False
+        self.stop_status: Status | None = None
+        self.stop_reason: str | None = None
+        self.stop_error: BaseException | None = None
+
+    def on_done(self, fut: asyncio.Future[Any]) -> None:
+        if fut is self.fut:  # else: a future this attempt has moved on from
+            self.driver._on_attempt_done(self)
+
+    def on_timeout(self) -> None:
+        self.timer = None
+        self.timed_out = True
+        if self.fut is not None:
+            self.fut.cancel(msg="fanflow: attempt timed out")
+
+
+class _Options:
+    """Validated fan-out options (shared by fan_out and as_completed)."""
+
+    __slots__ = ("deadline", "limit", "on_event", "raise_on_failure", "strategy", "timeout")
+
+    def __init__(
+        self,
+        *,
+        strategy: Strategy | None,
+        max_concurrency: int | None,
+        timeout: float | None,
+        deadline: float | None,
+        executor: str,
+        on_event: EventHandler | None,
+        raise_on_failure: bool,
+    ) -> None:
+        if strategy is None:
+            strategy = BestEffort()
+        elif isinstance(strategy, type) and issubclass(strategy, Strategy):
+            raise TypeError(
+                f"strategy must be a strategy object, not the class {strategy.__name__}. "
+                f"HINT: call it, e.g. strategy=ff.{strategy.__name__}()"
+            )
+        elif not isinstance(strategy, Strategy):
+            raise TypeError(
+                "strategy must be an ff.Strategy such as ff.AllOrNothing(), ff.BestEffort(), "
+                f"ff.FirstN(n) or ff.Vote(); got {strategy!r}"
+            )
+        if max_concurrency is None:
+            limit = math.inf
+        elif isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
+            raise TypeError(f"max_concurrency must be an int or None; got {max_concurrency!r}")
+        elif max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1; got {max_concurrency!r}")
+        else:
+            limit = max_concurrency
+        if executor != "async":
+            raise ValueError(
+                f"executor must be 'async' (the only executor so far); got {executor!r}"
+            )
+        if on_event is not None and not callable(on_event):
+            raise TypeError(f"on_event must be callable; got {on_event!r}")
+        deadline = _check_timeout(deadline, "deadline")
+        self.strategy = strategy
+        self.limit = limit
+        self.timeout = _check_timeout(timeout, "timeout")
+        self.deadline = deadline
+        self.on_event = on_event
+        self.raise_on_failure = bool(raise_on_failure)
+
+
+def _check_tasks(tasks: Iterable[Task]) -> list[Task]:
+    if isinstance(tasks, Task):
+        raise TypeError("tasks must be a list of ff.Task; got a single Task. HINT: pass [task]")
+    try:
+        task_list = list(tasks)
+    except TypeError:
+        raise TypeError(f"tasks must be an iterable of ff.Task; got {tasks!r}") from None
+    names: set[str] = set()
+    for i, t in enumerate(task_list):
+        if not isinstance(t, Task):
+            hint = ""
+            if inspect.iscoroutine(t):
+                t.close()  # don't leave a "never awaited" warning behind
+                hint = " HINT: wrap the function, e.g. ff.Task('name', fetch, args=(x,))"
+            raise TypeError(f"tasks[{i}] must be an ff.Task; got {t!r}.{hint}")
+        if t.name in names:
+            raise ValueError(f"duplicate task name {t.name!r}: names must be unique in a fan-out")
+        names.add(t.name)
+    return task_list
+
+
+class _Driver:
+    """Runs one fan-out. Create it (which validates), then iterate :meth:`stream`."""
+
+    def __init__(self, tasks: Iterable[Task], options: _Options) -> None:
+        self.tasks = _check_tasks(tasks)
+        self.opts = options
+        strategy = copy.copy(options.strategy)
+        strategy.start(self.tasks)
+        self.strategy = strategy
+        async_cache: dict[int, bool] = {}
+        default_timeout = options.timeout
+        states = []
+        for i, t in enumerate(self.tasks):
+            fid = id(t.fn)
+            is_async = async_cache.get(fid)
+            if is_async is None:
+                is_async = async_cache[fid] = _is_async_callable(t.fn)
+            timeout = t.timeout if t.timeout is not None else default_timeout
+            if timeout is not None and math.isinf(timeout):
+                timeout = None
+            states.append(_TaskState(t, i, timeout, is_async))
+        self.states: list[_TaskState] = states
+        self.result: FanInResult | None = None
+        self._pending: deque[_TaskState] = deque(states)
+        self._running: set[_Attempt] = set()
+        self._error: BaseException | None = None
+        self._closed = False
+        self._out: deque[TaskResult] = deque()
+        self._events: list[Event] = []
+        self._wake: asyncio.Future[None] | None = None
+        self._unsettled = len(states)
+        self._stopping = False
+        self._stopped_by_strategy = False
+        self._first_error: BaseException | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._deadline_handle: asyncio.TimerHandle | None = None
+        self._collect = True
+
+    # -- events ---------------------------------------------------------
+    def _emit(self, event: Event) -> None:
+        self._events.append(event)
+
+    async def _flush_events(self) -> None:
+        handler = self.opts.on_event
+        events, self._events = self._events, []
+        if handler is None:
+            return
+        for event in events:
+            out = handler(event)
+            if inspect.isawaitable(out):
+                await out
+
+    # -- launching ------------------------------------------------------
+    def _fill(self) -> None:
+        limit = self.opts.limit
+        pending = self._pending
+        running = self._running
+        if pending and len(running) < limit:
+            now = self._loop.time()
+            launch = self._launch
+            while pending and len(running) < limit:
+                launch(pending.popleft(), now)
+
+    def _thread_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._pool is None:
+            limit = self.opts.limit
+            workers = _MAX_THREADS if math.isinf(limit) else int(min(limit, 4 * _MAX_THREADS))
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix="fanflow"
+            )
+        return self._pool
+
+    def _launch(self, state: _TaskState, now: float) -> None:
+        loop = self._loop
+        state.attempts += 1
+        if state.started is None:
+            state.started = now
+        attempt = _Attempt(self, state, state.attempts, now)
+        task = state.task
+        fut: asyncio.Future[Any]
+        try:
+            if state.is_async:
+                kwargs = task.kwargs
+                coro = task.fn(*task.args, **kwargs) if kwargs else task.fn(*task.args)
+                fut = loop.create_task(coro)
+            else:
+                fut = loop.run_in_executor(
+                    self._thread_pool(),
+                    _call_in_context,
+                    contextvars.copy_context(),
+                    task.fn,
+                    task.args,
+                    task.kwargs,
+                )
+        except Exception as exc:  # e.g. a wrong call signature
+            fut = loop.create_future()
+            fut.set_exception(exc)
+        attempt.fut = fut
+        self._running.add(attempt)
+        fut.add_done_callback(attempt.on_done)
+        if state.timeout is not None:
+            attempt.timer = loop.call_at(now + state.timeout, attempt.on_timeout)
+        if self.opts.on_event is not None:
+            self._emit(TaskStarted(self._offset + now, task.name, attempt.number))
+
+    # -- settling -------------------------------------------------------
+    def _on_attempt_done(self, attempt: _Attempt) -> None:
+        if self._closed:
+            return
+        try:
+            self._settle(attempt, self._loop.time())
+            if not self._stopping:
+                self._fill()
+        except BaseException as exc:  # re-raised by the driver, after cleanup
+            if self._error is None:
+                self._error = exc
+        if self._collect or self._events or self._unsettled == 0 or self._error is not None:
+            self._wake_driver()
+
+    def _wake_driver(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    def _settle(self, attempt: _Attempt, end: float) -> None:
+        """Turn a finished attempt into its task's result (or continue it)."""
+        state = attempt.state
+        fut = attempt.fut
+        assert fut is not None
+        value: Any = None
+        error: BaseException | None = None
+        reason: str | None = None
+        if attempt.stop_status is not None:
+            status = attempt.stop_status
+            error = attempt.stop_error
+            reason = attempt.stop_reason
+        elif attempt.timed_out:
+            status = Status.TIMEOUT
+            error = TimeoutError(
+                f"task {state.task.name!r} timed out after {state.timeout:g} s "
+                f"(attempt {attempt.number})"
+            )
+        elif fut.cancelled():
+            status = Status.CANCELLED
+            reason = "the task's own code raised CancelledError"
+        else:
+            error = fut.exception()
+            if error is None:
+                status = Status.OK
+                value = fut.result()
+                if not state.is_async and inspect.isawaitable(value):
+                    # A plain callable returned an awaitable (``lambda: fetch(x)``):
+                    # run it on the loop as the rest of the same attempt.
+                    nxt = asyncio.ensure_future(value)
+                    attempt.fut = nxt
+                    nxt.add_done_callback(attempt.on_done)
+                    return
+            elif isinstance(error, Exception):
+                status = Status.ERROR
+            else:
+                raise error  # KeyboardInterrupt, SystemExit: never swallowed
+        self._running.discard(attempt)
+        if attempt.timer is not None:
+            attempt.timer.cancel()
+            attempt.timer = None
+        offset = self._offset
+        state.history.append(
+            AttemptRecord(
+                attempt.number,
+                offset + attempt.started,
+                offset + end,
+                status,
+                False,
+                None if error is None else f"{type(error).__name__}: {error}",
+            )
+        )
+        self._finalize(state, status, value, error, reason, end)
+
+    def _finalize(
+        self,
+        state: _TaskState,
+        status: Status,
+        value: Any,
+        error: BaseException | None,
+        reason: str | None,
+        end: float,
+    ) -> None:
+        started = state.started
+        offset = self._offset
+        result = TaskResult(
+            state.task.name,
+            status,
+            value,
+            error,
+            state.attempts,
+            None if started is None else offset + started,
+            offset + end,
+            None if started is None else end - started,
+            reason,
+            False,
+            tuple(state.history),
+        )
+        state.result = result
+        self._unsettled -= 1
+        if error is not None and self._first_error is None and status is not Status.CANCELLED:
+            self._first_error = error
+        if self._collect:
+            self._out.append(result)
+        if self.opts.on_event is not None:
+            self._emit(TaskFinished(offset + end, result))
+        if (
+            (status is Status.OK or status is Status.ERROR or status is Status.TIMEOUT)
+            and not self._stopped_by_strategy
+            and self.strategy.observe(result)
+            and not self._stopping
+        ):
+            self._stopped_by_strategy = True
+            self._stop(
+                Status.CANCELLED,
+                f"{self.strategy.name} finished before this task did",
+                None,
+            )
+
+    def _stop(self, status: Status, reason: str, error: BaseException | None) -> None:
+        """End the fan-out early: cancel running attempts, skip pending tasks."""
+        self._stopping = True
+        for attempt in self._running:
+            if attempt.stop_status is None and not attempt.timed_out:
+                attempt.stop_status = status
+                attempt.stop_reason = reason
+                attempt.stop_error = error
+                if attempt.fut is not None:
+                    attempt.fut.cancel(msg=f"fanflow: {reason}")
+        end = self._loop.time()
+        skip_reason = (
+            "never started: the deadline was reached"
+            if status is Status.TIMEOUT
+            else f"never started: {reason}"
+        )
+        while self._pending:
+            state = self._pending.popleft()
+            self._finalize(state, Status.SKIPPED, None, None, skip_reason, end)
+
+    def _on_deadline(self) -> None:
+        self._deadline_handle = None
+        if self._closed or self._stopping:
+            return
+        deadline = self.opts.deadline or 0.0
+        try:
+            self._stop(
+                Status.TIMEOUT,
+                f"the deadline of {deadline:g} s was reached",
+                TimeoutError(f"fan-out deadline of {deadline:g} s reached"),
+            )
+        except BaseException as exc:
+            if self._error is None:
+                self._error = exc
+        self._wake_driver()
+
+    # -- the driver loop ------------------------------------------------
+    async def stream(self, collect: bool = True) -> AsyncGenerator[TaskResult, None]:
+        """Yield every task's result as it is settled; then set :attr:`result`.
+
+        With ``collect=False`` nothing is yielded (``fan_out`` only needs
+        :attr:`result`), which saves a generator round trip per task.
+        """
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._collect = collect
+        self._t0 = loop.time()
+        # Timestamps are taken on the loop's monotonic clock and reported as
+        # wall-clock time: wall = loop time + offset.
+        self._offset = time.time() - self._t0
+        if self.opts.deadline is not None:
+            self._deadline_handle = loop.call_at(self._t0 + self.opts.deadline, self._on_deadline)
+        try:
+            self._fill()
+            while True:
+                if self._error is not None:
+                    raise self._error
+                if self._events:
+                    await self._flush_events()
+                    continue
+                if self._out:
+                    yield self._out.popleft()
+                    continue
+                if self._unsettled == 0:
+                    break
+                self._wake = loop.create_future()
+                try:
+                    await self._wake
+                finally:
+                    self._wake = None
+            self.result = self._conclude()
+            if self.opts.on_event is not None:
+                self._emit(FanOutFinished(time.time(), self.result))
+                await self._flush_events()
+        finally:
+            await self._shutdown()
+
+    def _conclude(self) -> FanInResult:
+        results = [s.result for s in self.states]
+        assert all(r is not None for r in results)
+        final: list[TaskResult] = results  # type: ignore[assignment]
+        verdict = self.strategy.finish(final)
+        return FanInResult(
+            value=verdict.value,
+            results=final,
+            ok=verdict.ok,
+            strategy=self.strategy.name,
+            confidence=verdict.confidence,
+            elapsed=self._loop.time() - self._t0,
+            reason=verdict.reason,
+            stopped_early=self._stopped_by_strategy,
+            votes=verdict.votes,
+            _weights={s.task.name: s.task.weight for s in self.states},
+            _first_error=self._first_error,
+        )
+
+    async def _shutdown(self) -> None:
+        """Cancel and await whatever still runs; release timers and threads."""
+        self._closed = True
+        if self._deadline_handle is not None:
+            self._deadline_handle.cancel()
+            self._deadline_handle = None
+        futures = []
+        for attempt in self._running:
+            if attempt.timer is not None:
+                attempt.timer.cancel()
+            if attempt.fut is not None:
+                attempt.fut.cancel(msg="fanflow: fan-out ended")
+                futures.append(attempt.fut)
+        recancelled = False
+        while futures:
+            try:
+                await asyncio.wait(futures)
+                break
+            except asyncio.CancelledError:
+                # Cancelled while cleaning up: still wait for the attempts
+                # (they are cancelled already), then pass the cancellation on.
+                recancelled = True
+        if self._pool is not None:
+            # Queued jobs are dropped; a job already running in a thread cannot
+            # be interrupted, and its result is discarded.
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        if recancelled:
+            raise asyncio.CancelledError
+
+
+async def fan_out(
+    tasks: Iterable[Task],
+    *,
+    strategy: Strategy | None = None,
+    max_concurrency: int | None = _DEFAULT_CONCURRENCY,
+    timeout: float | None = None,
+    deadline: float | None = None,
+    executor: str = "async",
+    on_event: EventHandler | None = None,
+    raise_on_failure: bool = True,
+) -> FanInResult:
+    """Run independent tasks concurrently and fan their results in.
+
+    Args:
+        tasks: the :class:`Task` objects to run; names must be unique.
+        strategy: the completion policy and aggregate; default
+            :class:`BestEffort` ``()`` (at least one success, failures kept).
+        max_concurrency: the most attempts in flight at once (backpressure);
+            default 100; ``None`` for no limit.
+        timeout: default per-attempt timeout in seconds (a task's own
+            ``timeout`` overrides it); ``None`` for none.
+        deadline: seconds for the whole fan-out. At the deadline running
+            tasks end as ``timeout``, unstarted ones as ``skipped``, and the
+            strategy decides on what it has.
+        executor: where plain callables run; ``"async"`` (worker threads).
+        on_event: called (sync or async) with each :class:`Event` in order.
+        raise_on_failure: raise :class:`StrategyFailed` when the strategy is
+            not satisfied (default); ``False`` returns the result with
+            ``ok == False``.
+
+    Returns:
+        The :class:`FanInResult`: one :class:`TaskResult` per task in
+        submission order, the strategy's value, coverage and confidence.
+
+    Raises:
+        StrategyFailed: the strategy's success condition was not met; its
+            ``.result`` holds every task's result.
+        ValueError, TypeError: bad arguments, before any task starts.
+
+    When ``fan_out`` returns or raises (its caller cancelled included), no
+    attempt it started is still running: losers are cancelled and awaited.
+    A plain callable already running in a worker thread cannot be
+    interrupted; it finishes in the background and its result is discarded.
+    """
+    driver = _Driver(
+        tasks,
+        _Options(
+            strategy=strategy,
+            max_concurrency=max_concurrency,
+            timeout=timeout,
+            deadline=deadline,
+            executor=executor,
+            on_event=on_event,
+            raise_on_failure=raise_on_failure,
+        ),
+    )
+    stream = driver.stream(collect=False)
+    try:
+        async for _ in stream:
+            pass
+    finally:
+        await stream.aclose()
+    result = driver.result
+    assert result is not None
+    if not result.ok and raise_on_failure:
+        raise _strategy_failed(result)
+    return result
+
+
+def run(
+    tasks: Iterable[Task],
+    *,
+    strategy: Strategy | None = None,
+    max_concurrency: int | None = _DEFAULT_CONCURRENCY,
+    timeout: float | None = None,
+    deadline: float | None = None,
+    executor: str = "async",
+    on_event: EventHandler | None = None,
+    raise_on_failure: bool = True,
+) -> FanInResult:
+    """:func:`fan_out` for synchronous callers: runs it in a new event loop.
+
+    Takes the same arguments and returns and raises the same as
+    :func:`fan_out`.
+
+    Raises:
+        RuntimeError: called from inside a running event loop (use
+            ``await ff.fan_out(...)`` there).
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError(
+            "ff.run() cannot be called from a running event loop. "
+            "HINT: use 'await ff.fan_out(...)' inside async code"
+        )
+    return asyncio.run(
+        fan_out(
+            tasks,
+            strategy=strategy,
+            max_concurrency=max_concurrency,
+            timeout=timeout,
+            deadline=deadline,
+            executor=executor,
+            on_event=on_event,
+            raise_on_failure=raise_on_failure,
+        )
+    )
+
+
+class as_completed(AsyncIterator[TaskResult]):
+    """Iterate over task results in completion order, as they finish.
+
+    Takes the same arguments as :func:`fan_out`. Every task yields exactly
+    one :class:`TaskResult`: cancelled and skipped ones come last, once the
+    strategy has finished. After the last result, :attr:`result` holds the
+    :class:`FanInResult`, and :class:`StrategyFailed` is raised if the
+    strategy was not satisfied and ``raise_on_failure`` is true.
+
+    Leaving the loop early (``break``) cancels every task still running.
+    Use ``async with ff.as_completed(...) as results:`` to have them awaited
+    before the block ends; otherwise they are cancelled when the iterator
+    is discarded.
+
+    Raises:
+        ValueError, TypeError: bad arguments, at construction.
+    """
+
+    def __init__(
+        self,
+        tasks: Iterable[Task],
+        *,
+        strategy: Strategy | None = None,
+        max_concurrency: int | None = _DEFAULT_CONCURRENCY,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        executor: str = "async",
+        on_event: EventHandler | None = None,
+        raise_on_failure: bool = True,
+    ) -> None:
+        self._driver = _Driver(
+            tasks,
+            _Options(
+                strategy=strategy,
+                max_concurrency=max_concurrency,
+                timeout=timeout,
+                deadline=deadline,
+                executor=executor,
+                on_event=on_event,
+                raise_on_failure=raise_on_failure,
+            ),
+        )
+        self._raise = raise_on_failure
+        self._stream = self._driver.stream()
+
+    @property
+    def result(self) -> FanInResult | None:
+        """The :class:`FanInResult`, once every result has been yielded."""
+        return self._driver.result
+
+    def __aiter__(self) -> as_completed:
+        return self
+
+    async def __anext__(self) -> TaskResult:
+        try:
+            return await self._stream.__anext__()
+        except StopAsyncIteration:
+            result = self._driver.result
+            if result is None or result.ok or not self._raise:
+                raise
+        # Raised outside the except block, so its __cause__ is the task error.
+        raise _strategy_failed(result)
+
+    async def aclose(self) -> None:
+        """Cancel and await every task still running."""
+        await self._stream.aclose()
+
+    async def __aenter__(self) -> as_completed:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

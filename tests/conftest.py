@@ -1,0 +1,65 @@
+"""Shared helpers for fanflow's tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import pytest
+
+T = TypeVar("T")
+
+
+class Spy:
+    """Counts calls, tracks peak concurrency, and records what ran to the end."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.peak = 0
+        self.calls: list[str] = []
+        self.finished: list[str] = []
+
+    def wrap(
+        self, name: str, delay: float = 0.0, value: Any = None
+    ) -> Callable[[], Awaitable[Any]]:
+        async def fn() -> Any:
+            self.calls.append(name)
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                self.in_flight -= 1
+            self.finished.append(name)  # never reached by a cancelled task
+            return name if value is None else value
+
+        return fn
+
+
+def run_isolated(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` in a private event loop, as ``asyncio.run`` would.
+
+    ``asyncio.run`` also resets the thread's current loop, which makes
+    pytest-asyncio leak the loop it manages; a private loop leaves it alone.
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+@pytest.fixture
+def spy() -> Spy:
+    return Spy()
+
+
+async def ticks(n: int, value: Any = None, fail: bool = False) -> Any:
+    """Finish after ``n`` event-loop iterations: a deterministic completion order."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+    if fail:
+        raise RuntimeError(f"failed after {n} ticks")
+    return value
