@@ -25,11 +25,12 @@ import asyncio
 import concurrent.futures
 import contextvars
 import copy
+import functools
 import inspect
 import math
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterable
 from typing import Any
 
 from ._events import Event, FanOutFinished, TaskFinished, TaskStarted
@@ -112,7 +113,8 @@ class _Attempt:
         self.stop_reason: str | None = None
         self.stop_error: BaseException | None = None
 
-    def on_done(self, fut: asyncio.Future[Any]) -> None:
+    def __call__(self, fut: asyncio.Future[Any]) -> None:
+        # The attempt is its own done-callback (cheaper than a bound method).
         if fut is self.fut:  # else: a future this attempt has moved on from
             self.driver._on_attempt_done(self)
 
@@ -279,7 +281,7 @@ class _Driver:
             if state.is_async:
                 kwargs = task.kwargs
                 coro = task.fn(*task.args, **kwargs) if kwargs else task.fn(*task.args)
-                fut = loop.create_task(coro)
+                fut = self._new_task(coro)
             else:
                 fut = loop.run_in_executor(
                     self._thread_pool(),
@@ -294,7 +296,7 @@ class _Driver:
             fut.set_exception(exc)
         attempt.fut = fut
         self._running.add(attempt)
-        fut.add_done_callback(attempt.on_done)
+        fut.add_done_callback(attempt)
         if state.timeout is not None:
             attempt.timer = loop.call_at(now + state.timeout, attempt.on_timeout)
         if self.opts.on_event is not None:
@@ -306,7 +308,7 @@ class _Driver:
             return
         try:
             self._settle(attempt, self._loop.time())
-            if not self._stopping:
+            if self._pending and not self._stopping and len(self._running) < self.opts.limit:
                 self._fill()
         except BaseException as exc:  # re-raised by the driver, after cleanup
             if self._error is None:
@@ -350,7 +352,7 @@ class _Driver:
                     # run it on the loop as the rest of the same attempt.
                     nxt = asyncio.ensure_future(value)
                     attempt.fut = nxt
-                    nxt.add_done_callback(attempt.on_done)
+                    nxt.add_done_callback(attempt)
                     return
             elif isinstance(error, Exception):
                 status = Status.ERROR
@@ -464,6 +466,18 @@ class _Driver:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._collect = collect
+        # asyncio.Task(...) is what BaseEventLoop.create_task does, minus a
+        # Python-level wrapper; loops with their own create_task or a task
+        # factory keep theirs.
+        if (
+            type(loop).create_task is asyncio.BaseEventLoop.create_task
+            and loop.get_task_factory() is None
+        ):
+            self._new_task: Callable[[Coroutine[Any, Any, Any]], asyncio.Future[Any]] = (
+                functools.partial(asyncio.Task, loop=loop)
+            )
+        else:
+            self._new_task = loop.create_task
         self._t0 = loop.time()
         # Timestamps are taken on the loop's monotonic clock and reported as
         # wall-clock time: wall = loop time + offset.
