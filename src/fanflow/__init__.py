@@ -4,7 +4,8 @@ Run tasks at once with :func:`fan_out` (or :func:`run` from sync code, or
 :func:`as_completed` to stream), and choose how their results combine with a
 strategy: :class:`AllOrNothing`, :class:`BestEffort`, :class:`FirstN` or
 :class:`Vote`. Failures, timeouts and the deadline become per-task results,
-never exceptions from another task's slot.
+never exceptions from another task's slot. :class:`Retry`, :class:`Hedge`,
+:class:`RateLimit` and :class:`AdaptiveConcurrency` handle what goes wrong.
 """
 
 from __future__ import annotations
@@ -21,10 +22,18 @@ from ._events import TaskHedged as TaskHedged
 from ._events import TaskRetrying as TaskRetrying
 from ._events import TaskStarted as TaskStarted
 from ._exceptions import FanOutError as FanOutError
+from ._exceptions import PermanentError as PermanentError
+from ._exceptions import RateLimited as RateLimited
+from ._exceptions import ServiceError as ServiceError
 from ._exceptions import StrategyFailed as StrategyFailed
+from ._exceptions import TransientError as TransientError
+from ._hedge import Hedge as Hedge
+from ._limits import AdaptiveConcurrency as AdaptiveConcurrency
+from ._limits import RateLimit as RateLimit
 from ._result import AttemptRecord as AttemptRecord
 from ._result import FanInResult as FanInResult
 from ._result import TaskResult as TaskResult
+from ._retry import Retry as Retry
 from ._strategies import AllOrNothing as AllOrNothing
 from ._strategies import BestEffort as BestEffort
 from ._strategies import FirstN as FirstN
@@ -40,6 +49,7 @@ from ._vote import Vote as Vote
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptiveConcurrency",
     "AllOrNothing",
     "as_completed",
     "AttemptRecord",
@@ -51,7 +61,13 @@ __all__ = [
     "FanOutError",
     "FanOutFinished",
     "FirstN",
+    "Hedge",
+    "PermanentError",
+    "RateLimit",
+    "RateLimited",
+    "Retry",
     "run",
+    "ServiceError",
     "Status",
     "Strategy",
     "StrategyFailed",
@@ -63,6 +79,7 @@ __all__ = [
     "TaskResult",
     "TaskRetrying",
     "TaskStarted",
+    "TransientError",
     "Verdict",
     "Vote",
 ]

@@ -33,8 +33,12 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterable
 from typing import Any
 
-from ._events import Event, FanOutFinished, TaskFinished, TaskStarted
+from ._events import Event, FanOutFinished, TaskFinished, TaskHedged, TaskRetrying, TaskStarted
+from ._exceptions import RateLimited
+from ._hedge import Hedge, _LatencyWindow
+from ._limits import AdaptiveConcurrency, RateLimit
 from ._result import AttemptRecord, FanInResult, TaskResult, _strategy_failed
+from ._retry import Retry
 from ._strategies import BestEffort, Strategy
 from ._task import Task, _check_timeout
 from ._types import Status
@@ -65,33 +69,46 @@ class _TaskState:
 
     __slots__ = (
         "attempts",
+        "hedge_used",
         "history",
         "index",
         "is_async",
+        "live",
         "result",
+        "retry",
+        "retry_handle",
         "started",
         "task",
         "timeout",
     )
 
-    def __init__(self, task: Task, index: int, timeout: float | None, is_async: bool) -> None:
+    def __init__(
+        self, task: Task, index: int, timeout: float | None, is_async: bool, retry: Retry | None
+    ) -> None:
         self.task = task
         self.index = index
         self.timeout = timeout
         self.is_async = is_async
+        self.retry = retry
         self.attempts = 0
         self.started: float | None = None
         self.result: TaskResult | None = None
         self.history: list[AttemptRecord] = []
+        self.live: list[_Attempt] = []
+        self.retry_handle: asyncio.TimerHandle | None = None
+        self.hedge_used = False
 
 
 class _Attempt:
-    """One running attempt of a task."""
+    """One attempt of a task: reserved (waiting on the rate limit) or running."""
 
     __slots__ = (
         "driver",
         "fut",
+        "hedge",
+        "hedge_timer",
         "number",
+        "reserve_handle",
         "started",
         "state",
         "stop_error",
@@ -101,13 +118,16 @@ class _Attempt:
         "timer",
     )
 
-    def __init__(self, driver: _Driver, state: _TaskState, number: int, started: float) -> None:
+    def __init__(self, driver: _Driver, state: _TaskState, hedge: bool) -> None:
         self.driver = driver
         self.state = state
-        self.number = number
-        self.started = started
+        self.hedge = hedge
+        self.number = 0
+        self.started = 0.0
         self.fut: asyncio.Future[Any] | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.hedge_timer: asyncio.TimerHandle | None = None
+        self.reserve_handle: asyncio.TimerHandle | None = None
         self.timed_out = False
         self.stop_status: Status | None = None
         self.stop_reason: str | None = None
@@ -116,7 +136,8 @@ class _Attempt:
     def __call__(self, fut: asyncio.Future[Any]) -> None:
         # The attempt is its own done-callback (cheaper than a bound method).
         if fut is self.fut:  # else: a future this attempt has moved on from
-            self.driver._on_attempt_done(self)
+            driver = self.driver
+            driver._guard(driver._settle, self)
 
     def on_timeout(self) -> None:
         self.timer = None
@@ -124,19 +145,39 @@ class _Attempt:
         if self.fut is not None:
             self.fut.cancel(msg="fanflow: attempt timed out")
 
+    def cancel_timers(self) -> None:
+        for handle in (self.timer, self.hedge_timer, self.reserve_handle):
+            if handle is not None:
+                handle.cancel()
+        self.timer = self.hedge_timer = self.reserve_handle = None
+
 
 class _Options:
     """Validated fan-out options (shared by fan_out and as_completed)."""
 
-    __slots__ = ("deadline", "limit", "on_event", "raise_on_failure", "strategy", "timeout")
+    __slots__ = (
+        "adaptive",
+        "deadline",
+        "hedge",
+        "limit",
+        "on_event",
+        "raise_on_failure",
+        "rate_limit",
+        "retry",
+        "strategy",
+        "timeout",
+    )
 
     def __init__(
         self,
         *,
         strategy: Strategy | None,
-        max_concurrency: int | None,
+        max_concurrency: int | AdaptiveConcurrency | None,
         timeout: float | None,
         deadline: float | None,
+        retry: Retry | None,
+        hedge: Hedge | None,
+        rate_limit: RateLimit | None,
         executor: str,
         on_event: EventHandler | None,
         raise_on_failure: bool,
@@ -153,25 +194,42 @@ class _Options:
                 "strategy must be an ff.Strategy such as ff.AllOrNothing(), ff.BestEffort(), "
                 f"ff.FirstN(n) or ff.Vote(); got {strategy!r}"
             )
+        self.adaptive: AdaptiveConcurrency | None = None
+        limit: float
         if max_concurrency is None:
             limit = math.inf
+        elif isinstance(max_concurrency, AdaptiveConcurrency):
+            self.adaptive = max_concurrency
+            limit = max_concurrency.limit
         elif isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
-            raise TypeError(f"max_concurrency must be an int or None; got {max_concurrency!r}")
+            raise TypeError(
+                "max_concurrency must be an int, an ff.AdaptiveConcurrency or None; "
+                f"got {max_concurrency!r}"
+            )
         elif max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1; got {max_concurrency!r}")
         else:
             limit = max_concurrency
+        for value, kind, what in (
+            (retry, Retry, "retry must be an ff.Retry"),
+            (hedge, Hedge, "hedge must be an ff.Hedge"),
+            (rate_limit, RateLimit, "rate_limit must be an ff.RateLimit"),
+        ):
+            if value is not None and not isinstance(value, kind):
+                raise TypeError(f"{what} or None; got {value!r}")
         if executor != "async":
             raise ValueError(
                 f"executor must be 'async' (the only executor so far); got {executor!r}"
             )
         if on_event is not None and not callable(on_event):
             raise TypeError(f"on_event must be callable; got {on_event!r}")
-        deadline = _check_timeout(deadline, "deadline")
         self.strategy = strategy
         self.limit = limit
         self.timeout = _check_timeout(timeout, "timeout")
-        self.deadline = deadline
+        self.deadline = _check_timeout(deadline, "deadline")
+        self.retry = retry
+        self.hedge = hedge
+        self.rate_limit = rate_limit
         self.on_event = on_event
         self.raise_on_failure = bool(raise_on_failure)
 
@@ -208,6 +266,7 @@ class _Driver:
         self.strategy = strategy
         async_cache: dict[int, bool] = {}
         default_timeout = options.timeout
+        default_retry = options.retry
         states = []
         for i, t in enumerate(self.tasks):
             fid = id(t.fn)
@@ -217,23 +276,35 @@ class _Driver:
             timeout = t.timeout if t.timeout is not None else default_timeout
             if timeout is not None and math.isinf(timeout):
                 timeout = None
-            states.append(_TaskState(t, i, timeout, is_async))
+            retry = t.retry if t.retry is not None else default_retry
+            states.append(_TaskState(t, i, timeout, is_async, retry))
         self.states: list[_TaskState] = states
         self.result: FanInResult | None = None
         self._pending: deque[_TaskState] = deque(states)
+        # Retries whose backoff is over, and hedges: launched before new tasks.
+        self._urgent: deque[tuple[_TaskState, bool]] = deque()
         self._running: set[_Attempt] = set()
-        self._error: BaseException | None = None
-        self._closed = False
+        self._waiting: set[_TaskState] = set()
         self._out: deque[TaskResult] = deque()
         self._events: list[Event] = []
         self._wake: asyncio.Future[None] | None = None
         self._unsettled = len(states)
         self._stopping = False
         self._stopped_by_strategy = False
+        self._error: BaseException | None = None
+        self._closed = False
         self._first_error: BaseException | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._deadline_handle: asyncio.TimerHandle | None = None
+        self._deadline_at = math.inf
         self._collect = True
+        self._adaptive = options.adaptive
+        self._rate_limit = options.rate_limit
+        self._hedge = options.hedge
+        self._hedges_left = options.hedge.budget(len(states)) if options.hedge else 0
+        self._latencies = _LatencyWindow()
+        self._hedge_after: float | None = options.hedge.after if options.hedge else None
+        self._needs_feedback = bool(self._adaptive or self._rate_limit or self._hedge)
 
     # -- events ---------------------------------------------------------
     def _emit(self, event: Event) -> None:
@@ -249,16 +320,50 @@ class _Driver:
             if inspect.isawaitable(out):
                 await out
 
+    def _wake_driver(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    def _guard(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run engine bookkeeping from a loop callback; errors go to the driver."""
+        if self._closed:
+            return
+        try:
+            fn(*args)
+        except BaseException as exc:  # re-raised by the driver, after cleanup
+            if self._error is None:
+                self._error = exc
+        if self._collect or self._events or self._unsettled == 0 or self._error is not None:
+            self._wake_driver()
+
     # -- launching ------------------------------------------------------
+    def _cap(self) -> float:
+        adaptive = self._adaptive
+        return adaptive.limit if adaptive is not None else self.opts.limit
+
     def _fill(self) -> None:
-        limit = self.opts.limit
-        pending = self._pending
         running = self._running
-        if pending and len(running) < limit:
-            now = self._loop.time()
-            launch = self._launch
-            while pending and len(running) < limit:
-                launch(pending.popleft(), now)
+        cap = self._cap()
+        if len(running) >= cap or self._stopping:
+            return
+        pending = self._pending
+        urgent = self._urgent
+        now = self._loop.time()
+        while len(running) < cap:
+            if urgent:
+                state, hedge = urgent.popleft()
+                if state.result is not None:
+                    continue
+                if hedge and not any(a.fut is not None for a in state.live):
+                    # The attempt it was to race has finished meanwhile.
+                    self._hedges_left += 1
+                    continue
+                self._launch(state, now, hedge)
+            elif pending:
+                self._launch(pending.popleft(), now, False)
+            else:
+                break
 
     def _thread_pool(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._pool is None:
@@ -269,12 +374,33 @@ class _Driver:
             )
         return self._pool
 
-    def _launch(self, state: _TaskState, now: float) -> None:
+    def _launch(self, state: _TaskState, now: float, hedge: bool) -> None:
+        attempt = _Attempt(self, state, hedge)
+        state.live.append(attempt)
+        self._running.add(attempt)
+        limiter = self._rate_limit
+        if limiter is not None:
+            start = limiter.reserve(now, state.task.tokens)
+            if start > now:
+                attempt.reserve_handle = self._loop.call_at(
+                    start, self._guard, self._start_reserved, attempt
+                )
+                return
+        self._start(attempt, now)
+
+    def _start_reserved(self, attempt: _Attempt) -> None:
+        attempt.reserve_handle = None
+        if attempt.stop_status is None:
+            self._start(attempt, self._loop.time())
+
+    def _start(self, attempt: _Attempt, now: float) -> None:
         loop = self._loop
+        state = attempt.state
         state.attempts += 1
+        attempt.number = state.attempts
+        attempt.started = now
         if state.started is None:
             state.started = now
-        attempt = _Attempt(self, state, state.attempts, now)
         task = state.task
         fut: asyncio.Future[Any]
         try:
@@ -295,34 +421,92 @@ class _Driver:
             fut = loop.create_future()
             fut.set_exception(exc)
         attempt.fut = fut
-        self._running.add(attempt)
         fut.add_done_callback(attempt)
         if state.timeout is not None:
             attempt.timer = loop.call_at(now + state.timeout, attempt.on_timeout)
+        if self._hedge is not None:
+            self._arm_hedge(attempt)
         if self.opts.on_event is not None:
-            self._emit(TaskStarted(self._offset + now, task.name, attempt.number))
+            at = self._offset + now
+            self._emit(TaskStarted(at, task.name, attempt.number, attempt.hedge))
+            if attempt.hedge:
+                first = min(a.started for a in state.live if a.fut is not None)
+                self._emit(TaskHedged(at, task.name, attempt.number, now - first))
+
+    # -- hedging --------------------------------------------------------
+    def _hedgeable(self, attempt: _Attempt) -> bool:
+        state = attempt.state
+        return (
+            not attempt.hedge
+            and not state.hedge_used
+            and state.task.idempotent
+            and self._hedges_left > 0
+            and attempt.hedge_timer is None
+        )
+
+    def _arm_hedge(self, attempt: _Attempt, at: float | None = None) -> None:
+        after = self._hedge_after
+        if after is not None and self._hedgeable(attempt):
+            when = attempt.started + after if at is None else at
+            attempt.hedge_timer = self._loop.call_at(when, self._guard, self._hedge_due, attempt)
+
+    def _hedge_due(self, attempt: _Attempt) -> None:
+        attempt.hedge_timer = None
+        state = attempt.state
+        if self._stopping or state.result is not None or attempt not in self._running:
+            return
+        if not self._hedgeable(attempt):
+            return
+        hedge = self._hedge
+        assert hedge is not None
+        if hedge.percentile is not None:
+            now = self._loop.time()
+            if not self._among_slowest(attempt, hedge.percentile, now):
+                # Not an outlier yet: look again a little later.
+                after = self._hedge_after or 0.0
+                self._arm_hedge(attempt, now + max(0.001, after / 4))
+                return
+        state.hedge_used = True
+        self._hedges_left -= 1
+        self._urgent.append((state, True))
+        self._fill()
+
+    def _among_slowest(self, attempt: _Attempt, percentile: float, now: float) -> bool:
+        """Has ``attempt`` run longer than ``percentile`` % of all attempts?
+
+        Finished attempts count by their duration, running ones by their time
+        so far (a lower bound of their duration).
+        """
+        elapsed = now - attempt.started
+        started = [a for a in self._running if a.fut is not None]
+        total = len(self._latencies) + len(started)
+        allowed = max(1, math.floor((100.0 - percentile) / 100.0 * total + 1e-9))
+        slower = self._latencies.count_at_least(elapsed)
+        slower += sum(1 for a in started if now - a.started >= elapsed)
+        return slower <= allowed
+
+    def _record_latency(self, seconds: float) -> None:
+        hedge = self._hedge
+        assert hedge is not None
+        if hedge.percentile is None:
+            return
+        window = self._latencies
+        window.add(seconds)
+        if len(window) < hedge.min_samples:
+            return
+        armed = self._hedge_after is not None
+        self._hedge_after = window.percentile(hedge.percentile)
+        if not armed:
+            # The percentile is known from now on: give the attempts already
+            # running their hedge timers.
+            for attempt in self._running:
+                if attempt.fut is not None:
+                    self._arm_hedge(attempt)
 
     # -- settling -------------------------------------------------------
-    def _on_attempt_done(self, attempt: _Attempt) -> None:
-        if self._closed:
-            return
-        try:
-            self._settle(attempt, self._loop.time())
-            if self._pending and not self._stopping and len(self._running) < self.opts.limit:
-                self._fill()
-        except BaseException as exc:  # re-raised by the driver, after cleanup
-            if self._error is None:
-                self._error = exc
-        if self._collect or self._events or self._unsettled == 0 or self._error is not None:
-            self._wake_driver()
-
-    def _wake_driver(self) -> None:
-        wake = self._wake
-        if wake is not None and not wake.done():
-            wake.set_result(None)
-
-    def _settle(self, attempt: _Attempt, end: float) -> None:
-        """Turn a finished attempt into its task's result (or continue it)."""
+    def _settle(self, attempt: _Attempt) -> None:
+        """Turn a finished attempt into its task's result, a retry, or a wait."""
+        end = self._loop.time()
         state = attempt.state
         fut = attempt.fut
         assert fut is not None
@@ -359,9 +543,11 @@ class _Driver:
             else:
                 raise error  # KeyboardInterrupt, SystemExit: never swallowed
         self._running.discard(attempt)
-        if attempt.timer is not None:
-            attempt.timer.cancel()
-            attempt.timer = None
+        state.live.remove(attempt)
+        if attempt.timer is not None or attempt.hedge_timer is not None:
+            attempt.cancel_timers()
+        if state.result is not None:
+            return  # lost a race, or stopped after its task was settled
         offset = self._offset
         state.history.append(
             AttemptRecord(
@@ -369,11 +555,64 @@ class _Driver:
                 offset + attempt.started,
                 offset + end,
                 status,
-                False,
+                attempt.hedge,
                 None if error is None else f"{type(error).__name__}: {error}",
             )
         )
-        self._finalize(state, status, value, error, reason, end)
+        if self._needs_feedback and attempt.stop_status is None:
+            self._feedback(attempt, status, error, end)
+        if status is Status.OK or attempt.stop_status is not None:
+            self._finalize(state, status, value, error, reason, end, attempt.hedge)
+        elif state.live:
+            pass  # a hedge or the original still runs: its outcome decides
+        elif status is Status.CANCELLED or not self._schedule_retry(state, status, error, end):
+            self._finalize(state, status, value, error, reason, end, attempt.hedge)
+        if self._pending or self._urgent:
+            self._fill()
+
+    def _feedback(
+        self, attempt: _Attempt, status: Status, error: BaseException | None, end: float
+    ) -> None:
+        """Tell the adaptive limit, the hedge percentile and the rate limit what happened."""
+        adaptive = self._adaptive
+        if status is Status.OK:
+            if adaptive is not None:
+                adaptive.on_success()
+            if self._hedge is not None:
+                self._record_latency(end - attempt.started)
+        elif isinstance(error, RateLimited) or status is Status.TIMEOUT:
+            if adaptive is not None:
+                adaptive.on_overload(attempt.started, end)
+            retry_after = getattr(error, "retry_after", None)
+            if self._rate_limit is not None and retry_after:
+                self._rate_limit.pause(end, float(retry_after))
+
+    def _schedule_retry(
+        self, state: _TaskState, status: Status, error: BaseException | None, end: float
+    ) -> bool:
+        policy = state.retry
+        if policy is None or self._stopping or not state.task.idempotent:
+            return False
+        if not policy.should_retry(error, status is Status.TIMEOUT, state.attempts):
+            return False
+        delay = policy.delay(state.attempts, error)
+        if end + delay >= self._deadline_at:
+            return False  # the retry could not start before the deadline
+        state.retry_handle = self._loop.call_at(end + delay, self._guard, self._retry_due, state)
+        self._waiting.add(state)
+        if self.opts.on_event is not None:
+            assert error is not None
+            self._emit(
+                TaskRetrying(self._offset + end, state.task.name, state.attempts, delay, error)
+            )
+        return True
+
+    def _retry_due(self, state: _TaskState) -> None:
+        state.retry_handle = None
+        self._waiting.discard(state)
+        if not self._stopping and state.result is None:
+            self._urgent.append((state, False))
+            self._fill()
 
     def _finalize(
         self,
@@ -383,9 +622,31 @@ class _Driver:
         error: BaseException | None,
         reason: str | None,
         end: float,
+        hedged: bool = False,
     ) -> None:
-        started = state.started
         offset = self._offset
+        for other in state.live:
+            # Attempts still running lose the race: cancel them. Their records
+            # are written now; their callbacks find the task settled.
+            if other.stop_status is None:
+                other.stop_status = Status.CANCELLED
+                other.stop_reason = "another attempt of this task finished first"
+            other.cancel_timers()
+            if other.fut is not None:
+                other.fut.cancel(msg="fanflow: lost the race to another attempt")
+                state.history.append(
+                    AttemptRecord(
+                        other.number,
+                        offset + other.started,
+                        offset + end,
+                        other.stop_status,
+                        other.hedge,
+                        None,
+                    )
+                )
+            else:
+                self._running.discard(other)  # a reservation that never started
+        started = state.started
         result = TaskResult(
             state.task.name,
             status,
@@ -396,7 +657,7 @@ class _Driver:
             offset + end,
             None if started is None else end - started,
             reason,
-            False,
+            hedged and status is Status.OK,
             tuple(state.history),
         )
         state.result = result
@@ -421,40 +682,47 @@ class _Driver:
             )
 
     def _stop(self, status: Status, reason: str, error: BaseException | None) -> None:
-        """End the fan-out early: cancel running attempts, skip pending tasks."""
+        """End the fan-out early: cancel running attempts, settle everything else."""
         self._stopping = True
-        for attempt in self._running:
-            if attempt.stop_status is None and not attempt.timed_out:
-                attempt.stop_status = status
-                attempt.stop_reason = reason
-                attempt.stop_error = error
-                if attempt.fut is not None:
-                    attempt.fut.cancel(msg=f"fanflow: {reason}")
+        for attempt in list(self._running):
+            if attempt.stop_status is not None or attempt.timed_out:
+                continue
+            attempt.stop_status = status
+            attempt.stop_reason = reason
+            attempt.stop_error = error
+            if attempt.fut is not None:
+                attempt.fut.cancel(msg=f"fanflow: {reason}")
+            else:  # waiting on the rate limit: it never starts
+                attempt.cancel_timers()
+                self._running.discard(attempt)
+                attempt.state.live.remove(attempt)
+        for state in self._waiting:
+            if state.retry_handle is not None:
+                state.retry_handle.cancel()
+                state.retry_handle = None
+        self._waiting.clear()
+        self._urgent.clear()
+        self._pending.clear()
         end = self._loop.time()
-        skip_reason = (
-            "never started: the deadline was reached"
-            if status is Status.TIMEOUT
-            else f"never started: {reason}"
-        )
-        while self._pending:
-            state = self._pending.popleft()
-            self._finalize(state, Status.SKIPPED, None, None, skip_reason, end)
+        for state in self.states:
+            if state.result is not None or state.live:
+                continue
+            if state.attempts == 0:
+                why = "the deadline was reached" if status is Status.TIMEOUT else reason
+                self._finalize(state, Status.SKIPPED, None, None, f"never started: {why}", end)
+            else:
+                self._finalize(state, status, None, error, f"{reason} (between attempts)", end)
 
     def _on_deadline(self) -> None:
         self._deadline_handle = None
-        if self._closed or self._stopping:
+        if self._stopping:
             return
         deadline = self.opts.deadline or 0.0
-        try:
-            self._stop(
-                Status.TIMEOUT,
-                f"the deadline of {deadline:g} s was reached",
-                TimeoutError(f"fan-out deadline of {deadline:g} s reached"),
-            )
-        except BaseException as exc:
-            if self._error is None:
-                self._error = exc
-        self._wake_driver()
+        self._stop(
+            Status.TIMEOUT,
+            f"the deadline of {deadline:g} s was reached",
+            TimeoutError(f"fan-out deadline of {deadline:g} s reached"),
+        )
 
     # -- the driver loop ------------------------------------------------
     async def stream(self, collect: bool = True) -> AsyncGenerator[TaskResult, None]:
@@ -483,7 +751,8 @@ class _Driver:
         # wall-clock time: wall = loop time + offset.
         self._offset = time.time() - self._t0
         if self.opts.deadline is not None:
-            self._deadline_handle = loop.call_at(self._t0 + self.opts.deadline, self._on_deadline)
+            self._deadline_at = self._t0 + self.opts.deadline
+            self._deadline_handle = loop.call_at(self._deadline_at, self._guard, self._on_deadline)
         try:
             self._fill()
             while True:
@@ -534,10 +803,12 @@ class _Driver:
         if self._deadline_handle is not None:
             self._deadline_handle.cancel()
             self._deadline_handle = None
+        for state in self._waiting:
+            if state.retry_handle is not None:
+                state.retry_handle.cancel()
         futures = []
         for attempt in self._running:
-            if attempt.timer is not None:
-                attempt.timer.cancel()
+            attempt.cancel_timers()
             if attempt.fut is not None:
                 attempt.fut.cancel(msg="fanflow: fan-out ended")
                 futures.append(attempt.fut)
@@ -563,9 +834,12 @@ async def fan_out(
     tasks: Iterable[Task],
     *,
     strategy: Strategy | None = None,
-    max_concurrency: int | None = _DEFAULT_CONCURRENCY,
+    max_concurrency: int | AdaptiveConcurrency | None = _DEFAULT_CONCURRENCY,
     timeout: float | None = None,
     deadline: float | None = None,
+    retry: Retry | None = None,
+    hedge: Hedge | None = None,
+    rate_limit: RateLimit | None = None,
     executor: str = "async",
     on_event: EventHandler | None = None,
     raise_on_failure: bool = True,
@@ -576,13 +850,18 @@ async def fan_out(
         tasks: the :class:`Task` objects to run; names must be unique.
         strategy: the completion policy and aggregate; default
             :class:`BestEffort` ``()`` (at least one success, failures kept).
-        max_concurrency: the most attempts in flight at once (backpressure);
-            default 100; ``None`` for no limit.
+        max_concurrency: the most attempts in flight at once, hedges
+            included (backpressure); default 100; ``None`` for no limit; an
+            :class:`AdaptiveConcurrency` to find the limit as it goes.
         timeout: default per-attempt timeout in seconds (a task's own
             ``timeout`` overrides it); ``None`` for none.
         deadline: seconds for the whole fan-out. At the deadline running
             tasks end as ``timeout``, unstarted ones as ``skipped``, and the
             strategy decides on what it has.
+        retry: the default :class:`Retry` policy (a task's own overrides it);
+            ``None``: no retries.
+        hedge: a :class:`Hedge` policy: race a duplicate against slow attempts.
+        rate_limit: a :class:`RateLimit`, which may be shared between fan-outs.
         executor: where plain callables run; ``"async"`` (worker threads).
         on_event: called (sync or async) with each :class:`Event` in order.
         raise_on_failure: raise :class:`StrategyFailed` when the strategy is
@@ -610,6 +889,9 @@ async def fan_out(
             max_concurrency=max_concurrency,
             timeout=timeout,
             deadline=deadline,
+            retry=retry,
+            hedge=hedge,
+            rate_limit=rate_limit,
             executor=executor,
             on_event=on_event,
             raise_on_failure=raise_on_failure,
@@ -632,9 +914,12 @@ def run(
     tasks: Iterable[Task],
     *,
     strategy: Strategy | None = None,
-    max_concurrency: int | None = _DEFAULT_CONCURRENCY,
+    max_concurrency: int | AdaptiveConcurrency | None = _DEFAULT_CONCURRENCY,
     timeout: float | None = None,
     deadline: float | None = None,
+    retry: Retry | None = None,
+    hedge: Hedge | None = None,
+    rate_limit: RateLimit | None = None,
     executor: str = "async",
     on_event: EventHandler | None = None,
     raise_on_failure: bool = True,
@@ -664,6 +949,9 @@ def run(
             max_concurrency=max_concurrency,
             timeout=timeout,
             deadline=deadline,
+            retry=retry,
+            hedge=hedge,
+            rate_limit=rate_limit,
             executor=executor,
             on_event=on_event,
             raise_on_failure=raise_on_failure,
@@ -694,9 +982,12 @@ class as_completed(AsyncIterator[TaskResult]):
         tasks: Iterable[Task],
         *,
         strategy: Strategy | None = None,
-        max_concurrency: int | None = _DEFAULT_CONCURRENCY,
+        max_concurrency: int | AdaptiveConcurrency | None = _DEFAULT_CONCURRENCY,
         timeout: float | None = None,
         deadline: float | None = None,
+        retry: Retry | None = None,
+        hedge: Hedge | None = None,
+        rate_limit: RateLimit | None = None,
         executor: str = "async",
         on_event: EventHandler | None = None,
         raise_on_failure: bool = True,
@@ -708,6 +999,9 @@ class as_completed(AsyncIterator[TaskResult]):
                 max_concurrency=max_concurrency,
                 timeout=timeout,
                 deadline=deadline,
+                retry=retry,
+                hedge=hedge,
+                rate_limit=rate_limit,
                 executor=executor,
                 on_event=on_event,
                 raise_on_failure=raise_on_failure,

@@ -8,6 +8,8 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
+from ._retry import Retry
+
 __all__ = ["Task", "TaskFunction", "task"]
 
 P = ParamSpec("P")
@@ -56,6 +58,8 @@ class Task:
             independence audit).
         writes: names of shared resources the task writes.
         idempotent: ``False`` forbids retries and hedges of this task.
+        tokens: estimated tokens one attempt spends, counted against a
+            ``RateLimit(tokens_per_minute=...)``; 0 when not given.
 
     Raises:
         TypeError: ``fn`` is not callable (or is a coroutine object rather
@@ -72,6 +76,7 @@ class Task:
         "reads",
         "retry",
         "timeout",
+        "tokens",
         "weight",
         "writes",
     )
@@ -81,11 +86,12 @@ class Task:
     args: tuple[Any, ...]
     kwargs: Mapping[str, Any]
     timeout: float | None
-    retry: Any
+    retry: Retry | None
     weight: float
     reads: frozenset[str]
     writes: frozenset[str]
     idempotent: bool
+    tokens: float
 
     def __init__(
         self,
@@ -95,11 +101,12 @@ class Task:
         kwargs: Mapping[str, Any] | None = None,
         *,
         timeout: float | None = None,
-        retry: Any = None,
+        retry: Retry | None = None,
         weight: float = 1.0,
         reads: Iterable[str] | str = (),
         writes: Iterable[str] | str = (),
         idempotent: bool = True,
+        tokens: float = 0,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise (TypeError if not isinstance(name, str) else ValueError)(
@@ -143,6 +150,14 @@ class Task:
         self.reads = _resources(reads, "reads", name) if reads else frozenset()
         self.writes = _resources(writes, "writes", name) if writes else frozenset()
         self.idempotent = bool(idempotent)
+        if tokens:
+            if isinstance(tokens, bool) or not isinstance(tokens, int | float):
+                raise TypeError(f"task {name!r}: tokens must be a number; got {tokens!r}")
+            if not math.isfinite(tokens) or tokens < 0:
+                raise ValueError(f"task {name!r}: tokens must be finite and >= 0; got {tokens!r}")
+        self.tokens = float(tokens)
+        if retry is not None and not isinstance(retry, Retry):
+            raise TypeError(f"task {name!r}: retry must be an ff.Retry or None; got {retry!r}")
 
     def __repr__(self) -> str:
         fn_name = getattr(self.fn, "__qualname__", None) or repr(self.fn)
@@ -196,11 +211,12 @@ def task(
     *,
     name: str | None = None,
     timeout: float | None = None,
-    retry: Any = None,
+    retry: Retry | None = None,
     weight: float = 1.0,
     reads: Iterable[str] | str = (),
     writes: Iterable[str] | str = (),
     idempotent: bool = True,
+    tokens: float = 0,
 ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 
 
@@ -210,11 +226,12 @@ def task(
     *,
     name: str | None = None,
     timeout: float | None = None,
-    retry: Any = None,
+    retry: Retry | None = None,
     weight: float = 1.0,
     reads: Iterable[str] | str = (),
     writes: Iterable[str] | str = (),
     idempotent: bool = True,
+    tokens: float = 0,
 ) -> TaskFunction[P, R] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
     """Decorate a function so that calling it makes a :class:`Task`.
 
@@ -234,6 +251,7 @@ def task(
         "reads": reads,
         "writes": writes,
         "idempotent": idempotent,
+        "tokens": tokens,
     }
 
     def decorate(f: Callable[P, R]) -> TaskFunction[P, R]:
