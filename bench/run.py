@@ -90,6 +90,53 @@ def bench_overhead(runs: int, n: int = 10_000) -> list[Row]:
     return rows
 
 
+# -- the independence audit's cost ----------------------------------------------
+async def noop_with(*args: Any) -> None:
+    return None
+
+
+def bench_audit(runs: int, n: int = 10_000) -> list[Row]:
+    shared = {"model": "m", "temperature": 0.0}
+
+    def plain() -> list[ff.Task]:
+        return [ff.Task(str(i), noop_with, args=(i, "prompt")) for i in range(n)]
+
+    def sharing() -> list[ff.Task]:
+        return [ff.Task(str(i), noop_with, args=(i, shared)) for i in range(n)]
+
+    async def off() -> None:
+        await ff.fan_out(plain(), audit="off")
+
+    async def error() -> None:
+        await ff.fan_out(plain(), audit="error")
+
+    async def strict_off() -> None:
+        await ff.fan_out(sharing(), audit="off")
+
+    async def strict() -> None:
+        await ff.fan_out(sharing(), audit="strict")
+
+    base = median_time(off, runs)
+    t = median_time(error, runs)
+    s_base = median_time(strict_off, runs)
+    s = median_time(strict, runs)
+    return [
+        ("audit", f"fan_out audit='off', {n:,} tasks", f"{base * 1e3:.1f} ms", "1.00x"),
+        (
+            "audit",
+            "fan_out audit='error' (default)",
+            f"{t * 1e3:.1f} ms",
+            f"{t / base:.3f}x (target <= 1.10x)",
+        ),
+        (
+            "audit",
+            "audit='strict', one dict shared by all",
+            f"{s * 1e3:.1f} ms",
+            f"{s / s_base:.2f}x audit='off' on the same tasks",
+        ),
+    ]
+
+
 # -- W2: I/O efficiency --------------------------------------------------------
 def bench_io(runs: int, n: int = 1000, delay: float = 0.02, limit: int = 100) -> list[Row]:
     async def sleeper() -> None:
@@ -326,7 +373,8 @@ def main() -> None:
         f"{platform.machine()}, {sys.platform}; median of {args.runs} runs"
     )
     rows: list[Row] = []
-    for bench in (bench_overhead, bench_io, bench_first_n, bench_timeouts, bench_hedge):
+    benches = (bench_overhead, bench_audit, bench_io, bench_first_n, bench_timeouts, bench_hedge)
+    for bench in benches:
         rows.extend(bench(args.runs))
     rows.extend(bench_rate_limit())
     rows.extend(bench_vote())

@@ -12,6 +12,12 @@ from __future__ import annotations
 
 from contextlib import suppress as _suppress
 
+from ._audit import AuditReport as AuditReport
+from ._audit import Conflict as Conflict
+from ._audit import HiddenDependencyError as HiddenDependencyError
+from ._audit import HiddenDependencyWarning as HiddenDependencyWarning
+from ._audit import Mutation as Mutation
+from ._audit import audit as audit
 from ._engine import as_completed as as_completed
 from ._engine import fan_out as fan_out
 from ._engine import run as run
@@ -53,8 +59,11 @@ __all__ = [
     "AllOrNothing",
     "as_completed",
     "AttemptRecord",
+    "audit",
+    "AuditReport",
     "BestEffort",
     "BetaStop",
+    "Conflict",
     "Event",
     "fan_out",
     "FanInResult",
@@ -62,6 +71,9 @@ __all__ = [
     "FanOutFinished",
     "FirstN",
     "Hedge",
+    "HiddenDependencyError",
+    "HiddenDependencyWarning",
+    "Mutation",
     "PermanentError",
     "RateLimit",
     "RateLimited",
@@ -71,8 +83,8 @@ __all__ = [
     "Status",
     "Strategy",
     "StrategyFailed",
-    "Task",
     "task",
+    "Task",
     "TaskFinished",
     "TaskFunction",
     "TaskHedged",

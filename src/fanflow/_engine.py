@@ -29,10 +29,12 @@ import functools
 import inspect
 import math
 import time
+import warnings
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterable
 from typing import Any
 
+from ._audit import AuditMode, HiddenDependencyWarning, MutationWatch, check_before_run
 from ._events import Event, FanOutFinished, TaskFinished, TaskHedged, TaskRetrying, TaskStarted
 from ._exceptions import RateLimited
 from ._hedge import Hedge, _LatencyWindow
@@ -157,6 +159,7 @@ class _Options:
 
     __slots__ = (
         "adaptive",
+        "audit",
         "deadline",
         "hedge",
         "limit",
@@ -181,6 +184,7 @@ class _Options:
         executor: str,
         on_event: EventHandler | None,
         raise_on_failure: bool,
+        audit: AuditMode = "error",
     ) -> None:
         if strategy is None:
             strategy = BestEffort()
@@ -232,6 +236,7 @@ class _Options:
         self.rate_limit = rate_limit
         self.on_event = on_event
         self.raise_on_failure = bool(raise_on_failure)
+        self.audit = audit
 
 
 def _check_tasks(tasks: Iterable[Task]) -> list[Task]:
@@ -264,6 +269,11 @@ class _Driver:
         strategy = copy.copy(options.strategy)
         strategy.start(self.tasks)
         self.strategy = strategy
+        self.audit = check_before_run(self.tasks, options.audit)
+        self._watch: MutationWatch | None = None
+        if self.audit is not None and options.audit == "strict":
+            watch = MutationWatch(self.tasks, self.audit)
+            self._watch = watch if watch.has_objects else None
         async_cache: dict[int, bool] = {}
         default_timeout = options.timeout
         default_retry = options.retry
@@ -407,6 +417,8 @@ class _Driver:
             if state.is_async:
                 kwargs = task.kwargs
                 coro = task.fn(*task.args, **kwargs) if kwargs else task.fn(*task.args)
+                if self._watch is not None and self._watch.watches(task.name):
+                    coro = self._watch.wrap(task.name, coro)
                 fut = self._new_task(coro)
             else:
                 fut = loop.run_in_executor(
@@ -542,6 +554,9 @@ class _Driver:
                 status = Status.ERROR
             else:
                 raise error  # KeyboardInterrupt, SystemExit: never swallowed
+        if self._watch is not None and not state.is_async:
+            # Threads cannot be stepped: check what they hold when they end.
+            self._watch.check(state.task.name)
         self._running.discard(attempt)
         state.live.remove(attempt)
         if attempt.timer is not None or attempt.hedge_timer is not None:
@@ -772,6 +787,8 @@ class _Driver:
                 finally:
                     self._wake = None
             self.result = self._conclude()
+            if self._watch is not None and self.audit is not None and self.audit.mutations:
+                warnings.warn(str(self.audit), HiddenDependencyWarning, stacklevel=2)
             if self.opts.on_event is not None:
                 self._emit(FanOutFinished(time.time(), self.result))
                 await self._flush_events()
@@ -793,6 +810,7 @@ class _Driver:
             reason=verdict.reason,
             stopped_early=self._stopped_by_strategy,
             votes=verdict.votes,
+            audit=self.audit,
             _weights={s.task.name: s.task.weight for s in self.states},
             _first_error=self._first_error,
         )
@@ -843,6 +861,7 @@ async def fan_out(
     executor: str = "async",
     on_event: EventHandler | None = None,
     raise_on_failure: bool = True,
+    audit: AuditMode = "error",
 ) -> FanInResult:
     """Run independent tasks concurrently and fan their results in.
 
@@ -867,6 +886,13 @@ async def fan_out(
         raise_on_failure: raise :class:`StrategyFailed` when the strategy is
             not satisfied (default); ``False`` returns the result with
             ``ok == False``.
+        audit: the independence audit (see :func:`audit`): ``"error"``
+            (default) raises :class:`HiddenDependencyError` before anything
+            starts; ``"warn"`` warns and runs; ``"off"`` skips it;
+            ``"strict"`` raises on resource conflicts and, instead of refusing
+            shared mutable arguments, watches them and reports (in
+            ``result.audit`` and a :class:`HiddenDependencyWarning`) which
+            task changed which.
 
     Returns:
         The :class:`FanInResult`: one :class:`TaskResult` per task in
@@ -875,6 +901,8 @@ async def fan_out(
     Raises:
         StrategyFailed: the strategy's success condition was not met; its
             ``.result`` holds every task's result.
+        HiddenDependencyError: the audit found tasks that are not
+            independent; nothing was started.
         ValueError, TypeError: bad arguments, before any task starts.
 
     When ``fan_out`` returns or raises (its caller cancelled included), no
@@ -895,6 +923,7 @@ async def fan_out(
             executor=executor,
             on_event=on_event,
             raise_on_failure=raise_on_failure,
+            audit=audit,
         ),
     )
     stream = driver.stream(collect=False)
@@ -923,6 +952,7 @@ def run(
     executor: str = "async",
     on_event: EventHandler | None = None,
     raise_on_failure: bool = True,
+    audit: AuditMode = "error",
 ) -> FanInResult:
     """:func:`fan_out` for synchronous callers: runs it in a new event loop.
 
@@ -955,6 +985,7 @@ def run(
             executor=executor,
             on_event=on_event,
             raise_on_failure=raise_on_failure,
+            audit=audit,
         )
     )
 
@@ -991,6 +1022,7 @@ class as_completed(AsyncIterator[TaskResult]):
         executor: str = "async",
         on_event: EventHandler | None = None,
         raise_on_failure: bool = True,
+        audit: AuditMode = "error",
     ) -> None:
         self._driver = _Driver(
             tasks,
@@ -1005,6 +1037,7 @@ class as_completed(AsyncIterator[TaskResult]):
                 executor=executor,
                 on_event=on_event,
                 raise_on_failure=raise_on_failure,
+                audit=audit,
             ),
         )
         self._raise = raise_on_failure

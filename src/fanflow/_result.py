@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._exceptions import StrategyFailed
 from ._jsonable import error_to_dict, to_jsonable
 from ._types import Status
+
+if TYPE_CHECKING:
+    from ._audit import AuditReport
 
 __all__ = ["AttemptRecord", "FanInResult", "TaskResult", "confidence_level"]
 
@@ -132,6 +135,8 @@ class FanInResult:
         stopped_early: whether the strategy ended the fan-out before every
             task finished (the rest were cancelled or skipped).
         votes: for :class:`Vote`, each normalised answer's weight; else ``None``.
+        audit: the independence audit's :class:`AuditReport` (``None`` with
+            ``audit="off"``).
     """
 
     value: Any
@@ -143,6 +148,7 @@ class FanInResult:
     reason: str = ""
     stopped_early: bool = False
     votes: dict[Any, float] | None = None
+    audit: AuditReport | None = None
     _weights: Mapping[str, float] = dataclasses.field(default_factory=dict, repr=False)
     _first_error: BaseException | None = dataclasses.field(default=None, repr=False)
 
@@ -228,6 +234,7 @@ class FanInResult:
             "stopped_early": self.stopped_early,
             "votes": to_jsonable(self.votes) if self.votes is not None else None,
             "counts": {s.value: len(self._with(s)) for s in Status},
+            "audit": self.audit.to_dict() if self.audit is not None else None,
             "results": [r.to_dict() for r in self.results],
         }
 
