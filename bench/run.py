@@ -16,9 +16,13 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import fanflow as ff
+
+sys.path.insert(0, str(Path(__file__).parent))
+import llm
 
 Row = tuple[str, str, str, str]
 
@@ -378,6 +382,8 @@ def main() -> None:
         rows.extend(bench(args.runs))
     rows.extend(bench_rate_limit())
     rows.extend(bench_vote())
+    rows.extend(llm.bench_ensemble())
+    rows.extend(llm.bench_provider_throughput())
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3])

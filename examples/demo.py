@@ -1,9 +1,12 @@
-"""fanflow demo: multi-source research and an ensemble vote, offline.
+"""fanflow demo: multi-source research, an ensemble vote and a synthesis, offline.
 
 Six simulated sources answer a query with random latencies; one of them
 fails and one hangs past its timeout. The same fan-out runs under each
-aggregation strategy, and a small ensemble of simulated models votes.
-Everything is simulated locally (no network, no API keys).
+aggregation strategy, and a small ensemble of simulated models votes. Then
+the LLM layer runs over real HTTP against fanflow's simulated model service
+on loopback: an ensemble with early stopping, and the seed's aggregator
+prompt synthesizing research results. Nothing here calls a real model or
+needs an API key: every "model" answer is SIMULATED.
 """
 
 from __future__ import annotations
@@ -106,5 +109,56 @@ async def main() -> None:
     )
 
 
+async def llm_layer() -> None:
+    from fanflow.testing import Latency, Script, SimConfig, Simulator
+
+    config = SimConfig(
+        latency=Latency(median=0.03, sigma=0.4),
+        rate_limit_rate=0.1,  # one request in ten gets a 429 with Retry-After
+        retry_after=0.05,
+        scripts=[
+            Script(r"6 x 7", {"42": 0.7, "41": 0.2, "I am not sure": 0.1}),
+            Script(
+                r"Synthesize",
+                {
+                    "Caffeine delays sleep onset and reduces deep sleep (arxiv, pubmed, web, "
+                    "wikipedia agree). Gap: flaky-db failed, slow-mirror timed out. "
+                    "Confidence: medium.": 1.0
+                },
+            ),
+        ],
+        seed=1,
+    )
+    async with Simulator(config) as sim:
+        print(f"\n== LLM layer over HTTP: simulated model service at {sim.url}")
+        llm = ff.llm.from_uri(f"sim:demo-model@{sim.url}")
+        vote = await ff.ensemble(
+            "What is 6 x 7? Answer with a number.",
+            llm,
+            samples=20,
+            max_concurrency=4,
+            retry=ff.Retry(attempts=5, backoff=0.02),
+        )
+        assert vote.usage is not None
+        print(f"   ensemble: {vote.value!r} with votes {vote.votes}")
+        print(
+            f"   {vote.usage.requests} requests of 20 samples ({sim.stats['429']} got a 429 and "
+            f"were retried); {vote.usage.wasted_tokens} tokens wasted on cancelled samples"
+        )
+        research = await ff.fan_out(
+            research_tasks(random.Random(7)), strategy=ff.BestEffort(min_success=3)
+        )
+        synthesis = await ff.synthesize(research, llm, conflict_strategy="majority of sources")
+        print(
+            f"   synthesis ({synthesis.confidence_level} confidence, coverage "
+            f"{synthesis.coverage:.0%}): {synthesis.text}"
+        )
+        print(f"   gaps: {[(g.task, g.status) for g in synthesis.gaps]}")
+        print(f"   (the exact prompt sent is {len(synthesis.prompt)} characters: task results")
+        print("    framed as data between nonce markers, failures listed with their reasons)")
+        await llm.aclose()  # type: ignore[attr-defined]
+
+
 if __name__ == "__main__":
     asyncio.run(main())
+    asyncio.run(llm_layer())

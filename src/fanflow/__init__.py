@@ -12,6 +12,13 @@ from __future__ import annotations
 
 from contextlib import suppress as _suppress
 
+from ._aggregate import AGGREGATOR_TEMPLATE as AGGREGATOR_TEMPLATE
+from ._aggregate import Gap as Gap
+from ._aggregate import MergeConflict as MergeConflict
+from ._aggregate import Merged as Merged
+from ._aggregate import Synthesis as Synthesis
+from ._aggregate import merge as merge
+from ._aggregate import synthesize as synthesize
 from ._audit import AuditReport as AuditReport
 from ._audit import Conflict as Conflict
 from ._audit import HiddenDependencyError as HiddenDependencyError
@@ -21,6 +28,7 @@ from ._audit import audit as audit
 from ._engine import as_completed as as_completed
 from ._engine import fan_out as fan_out
 from ._engine import run as run
+from ._ensemble import ensemble as ensemble
 from ._events import Event as Event
 from ._events import FanOutFinished as FanOutFinished
 from ._events import TaskFinished as TaskFinished
@@ -49,13 +57,26 @@ from ._task import Task as Task
 from ._task import TaskFunction as TaskFunction
 from ._task import task as task
 from ._types import Status as Status
+from ._usage import ModelUsage as ModelUsage
+from ._usage import Usage as Usage
 from ._vote import BetaStop as BetaStop
 from ._vote import Vote as Vote
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    # ff.llm and ff.testing load on first use: importing fanflow stays light.
+    if name in ("llm", "testing"):
+        import importlib
+
+        return importlib.import_module(f"fanflow.{name}")
+    raise AttributeError(f"module 'fanflow' has no attribute {name!r}")
+
+
 __all__ = [
     "AdaptiveConcurrency",
+    "AGGREGATOR_TEMPLATE",
     "AllOrNothing",
     "as_completed",
     "AttemptRecord",
@@ -64,15 +85,21 @@ __all__ = [
     "BestEffort",
     "BetaStop",
     "Conflict",
+    "ensemble",
     "Event",
     "fan_out",
     "FanInResult",
     "FanOutError",
     "FanOutFinished",
     "FirstN",
+    "Gap",
     "Hedge",
     "HiddenDependencyError",
     "HiddenDependencyWarning",
+    "merge",
+    "MergeConflict",
+    "Merged",
+    "ModelUsage",
     "Mutation",
     "PermanentError",
     "RateLimit",
@@ -83,6 +110,8 @@ __all__ = [
     "Status",
     "Strategy",
     "StrategyFailed",
+    "Synthesis",
+    "synthesize",
     "task",
     "Task",
     "TaskFinished",
@@ -92,6 +121,7 @@ __all__ = [
     "TaskRetrying",
     "TaskStarted",
     "TransientError",
+    "Usage",
     "Verdict",
     "Vote",
 ]

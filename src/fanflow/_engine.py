@@ -31,7 +31,7 @@ import math
 import time
 import warnings
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from typing import Any
 
 from ._audit import AuditMode, HiddenDependencyWarning, MutationWatch, check_before_run
@@ -44,6 +44,7 @@ from ._retry import Retry
 from ._strategies import BestEffort, Strategy
 from ._task import Task, _check_timeout
 from ._types import Status
+from ._usage import _ATTEMPT_KEY, _LEDGER, _Ledger
 
 __all__ = ["as_completed", "fan_out", "run"]
 
@@ -105,6 +106,7 @@ class _Attempt:
     """One attempt of a task: reserved (waiting on the rate limit) or running."""
 
     __slots__ = (
+        "ctx",
         "driver",
         "fut",
         "hedge",
@@ -127,6 +129,7 @@ class _Attempt:
         self.number = 0
         self.started = 0.0
         self.fut: asyncio.Future[Any] | None = None
+        self.ctx: contextvars.Context | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.hedge_timer: asyncio.TimerHandle | None = None
         self.reserve_handle: asyncio.TimerHandle | None = None
@@ -414,20 +417,20 @@ class _Driver:
         task = state.task
         fut: asyncio.Future[Any]
         try:
+            # Each attempt runs in its own copy of the fan-out's context, which
+            # names the attempt, so model calls it makes are booked to it.
+            ctx = self._base_ctx.copy()
+            ctx.run(_ATTEMPT_KEY.set, attempt)
+            attempt.ctx = ctx
             if state.is_async:
                 kwargs = task.kwargs
                 coro = task.fn(*task.args, **kwargs) if kwargs else task.fn(*task.args)
                 if self._watch is not None and self._watch.watches(task.name):
                     coro = self._watch.wrap(task.name, coro)
-                fut = self._new_task(coro)
+                fut = self._new_task(coro, context=ctx)
             else:
                 fut = loop.run_in_executor(
-                    self._thread_pool(),
-                    _call_in_context,
-                    contextvars.copy_context(),
-                    task.fn,
-                    task.args,
-                    task.kwargs,
+                    self._thread_pool(), _call_in_context, ctx, task.fn, task.args, task.kwargs
                 )
         except Exception as exc:  # e.g. a wrong call signature
             fut = loop.create_future()
@@ -546,7 +549,15 @@ class _Driver:
                 if not state.is_async and inspect.isawaitable(value):
                     # A plain callable returned an awaitable (``lambda: fetch(x)``):
                     # run it on the loop as the rest of the same attempt.
-                    nxt = asyncio.ensure_future(value)
+                    nxt = (
+                        asyncio.ensure_future(value)
+                        if attempt.ctx is None
+                        else (
+                            self._new_task(value, context=attempt.ctx)
+                            if inspect.iscoroutine(value)
+                            else asyncio.ensure_future(value)
+                        )
+                    )
                     attempt.fut = nxt
                     nxt.add_done_callback(attempt)
                     return
@@ -561,6 +572,9 @@ class _Driver:
         state.live.remove(attempt)
         if attempt.timer is not None or attempt.hedge_timer is not None:
             attempt.cancel_timers()
+        if self._ledger.active:
+            wasted = status is Status.CANCELLED or status is Status.TIMEOUT
+            self._ledger.settle(attempt, wasted)
         if state.result is not None:
             return  # lost a race, or stopped after its task was settled
         offset = self._offset
@@ -756,11 +770,15 @@ class _Driver:
             type(loop).create_task is asyncio.BaseEventLoop.create_task
             and loop.get_task_factory() is None
         ):
-            self._new_task: Callable[[Coroutine[Any, Any, Any]], asyncio.Future[Any]] = (
-                functools.partial(asyncio.Task, loop=loop)
+            self._new_task: Callable[..., asyncio.Future[Any]] = functools.partial(
+                asyncio.Task, loop=loop
             )
         else:
             self._new_task = loop.create_task
+        parent_key = _ATTEMPT_KEY.get()
+        self._ledger = _Ledger(_LEDGER.get(), parent_key)
+        self._base_ctx = contextvars.copy_context()
+        self._base_ctx.run(_LEDGER.set, self._ledger)
         self._t0 = loop.time()
         # Timestamps are taken on the loop's monotonic clock and reported as
         # wall-clock time: wall = loop time + offset.
@@ -811,6 +829,7 @@ class _Driver:
             stopped_early=self._stopped_by_strategy,
             votes=verdict.votes,
             audit=self.audit,
+            usage=self._ledger.close(),
             _weights={s.task.name: s.task.weight for s in self.states},
             _first_error=self._first_error,
         )
@@ -844,6 +863,8 @@ class _Driver:
             # be interrupted, and its result is discarded.
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+        if self.result is None and hasattr(self, "_ledger"):
+            self._ledger.close()  # cancelled: still book the spending upstream
         if recancelled:
             raise asyncio.CancelledError
 

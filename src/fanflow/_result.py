@@ -12,6 +12,7 @@ from ._types import Status
 
 if TYPE_CHECKING:
     from ._audit import AuditReport
+    from ._usage import Usage
 
 __all__ = ["AttemptRecord", "FanInResult", "TaskResult", "confidence_level"]
 
@@ -137,6 +138,9 @@ class FanInResult:
         votes: for :class:`Vote`, each normalised answer's weight; else ``None``.
         audit: the independence audit's :class:`AuditReport` (``None`` with
             ``audit="off"``).
+        usage: tokens the tasks' model calls spent, and what cancelled
+            attempts and losing hedges wasted (:class:`Usage`); ``None`` when
+            no task called a model.
     """
 
     value: Any
@@ -149,6 +153,7 @@ class FanInResult:
     stopped_early: bool = False
     votes: dict[Any, float] | None = None
     audit: AuditReport | None = None
+    usage: Usage | None = None
     _weights: Mapping[str, float] = dataclasses.field(default_factory=dict, repr=False)
     _first_error: BaseException | None = dataclasses.field(default=None, repr=False)
 
@@ -235,6 +240,7 @@ class FanInResult:
             "votes": to_jsonable(self.votes) if self.votes is not None else None,
             "counts": {s.value: len(self._with(s)) for s in Status},
             "audit": self.audit.to_dict() if self.audit is not None else None,
+            "usage": self.usage.to_dict() if self.usage is not None else None,
             "results": [r.to_dict() for r in self.results],
         }
 

@@ -1,0 +1,140 @@
+"""LLM-layer benchmarks, over HTTP to the simulator running in its own process."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+
+import fanflow as ff
+
+Row = tuple[str, str, str, str]
+
+
+class SimulatorProcess:
+    """``fanflow simulate`` in a subprocess, on a free loopback port."""
+
+    def __init__(self, *args: str) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.args = args
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> SimulatorProcess:
+        cmd = [sys.executable, "-m", "fanflow", "simulate", "--port", str(self.port), *self.args]
+        self.proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.1).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("the simulator did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def bench_ensemble(questions: int = 200, samples: int = 40, limit: int = 4) -> list[Row]:
+    """Calls and accuracy of a 70 %-accurate simulated model, per stopping rule."""
+    script = "question=42:0.7,41:0.1,43:0.1,44:0.1"
+    rules: list[tuple[str, bool | ff.BetaStop]] = [
+        ("full", False),
+        ("exact", True),
+        ("beta", ff.BetaStop(0.95)),
+    ]
+    with SimulatorProcess("--latency", "0.005", "--sigma", "0.3", "--script", script) as sim:
+
+        async def run_all() -> dict[str, list[int]]:
+            stats = {label: [0, 0, 0] for label, _ in rules}
+            llm = ff.llm.OpenAIChat("m", base_url=sim.url, api_key_env=None)
+            for q in range(questions):
+                prompt = f"question {q}: what is 6 x 7?"
+                full_value = None
+                for label, rule in rules:
+                    result = await ff.ensemble(
+                        prompt,
+                        llm,
+                        samples=samples,
+                        early_stop=rule,
+                        max_concurrency=limit,
+                        raise_on_failure=False,
+                    )
+                    if label == "full":
+                        full_value = result.value
+                    assert result.usage is not None
+                    stats[label][0] += result.usage.requests
+                    stats[label][1] += result.value == "42"
+                    stats[label][2] += result.value == full_value
+            await llm.aclose()
+            return stats
+
+        stats = asyncio.run(run_all())
+    full_calls = stats["full"][0]
+    names = {
+        "full": ("ensemble, 40 samples, no early stop", ""),
+        "exact": ("ensemble, exact early stop", " (target >= 1.3x)"),
+        "beta": ("ensemble, BetaStop(0.95)", " (target >= 2.8x)"),
+    }
+    rows = []
+    for label, (name, target) in names.items():
+        calls, correct, same = stats[label]
+        rows.append(
+            (
+                "ensemble",
+                name,
+                f"{calls / questions:.1f} calls/question",
+                f"{full_calls / calls:.2f}x fewer{target}; accuracy {correct / questions:.1%}; "
+                f"same answer as full count {same / questions:.1%}",
+            )
+        )
+    return rows
+
+
+def bench_provider_throughput(n: int = 2000, limit: int = 64) -> list[Row]:
+    """Prompts per second through fan_out + the provider vs the bare SDK."""
+    with SimulatorProcess("--latency", "0") as sim:
+
+        async def bare() -> float:
+            import openai
+
+            client = openai.AsyncOpenAI(api_key="x", base_url=sim.url, max_retries=0)
+            sem = asyncio.Semaphore(limit)
+
+            async def one(i: int) -> str:
+                async with sem:
+                    r = await client.chat.completions.create(
+                        model="m", messages=[{"role": "user", "content": f"p{i}"}]
+                    )
+                    return r.choices[0].message.content or ""
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*[one(i) for i in range(n)])
+            took = time.perf_counter() - t0
+            await client.close()
+            return took
+
+        async def fanflow() -> float:
+            llm = ff.llm.OpenAIChat("m", base_url=sim.url, api_key_env=None)
+            tasks = [ff.llm.prompt_task(f"p{i}", llm, f"p{i}") for i in range(n)]
+            t0 = time.perf_counter()
+            await ff.fan_out(tasks, max_concurrency=limit)
+            took = time.perf_counter() - t0
+            await llm.aclose()
+            return took
+
+        base = asyncio.run(bare())
+        t = asyncio.run(fanflow())
+    return [
+        ("provider", f"openai SDK + Semaphore({limit}), {n} prompts", f"{n / base:.0f}/s", "1.00x"),
+        (
+            "provider",
+            f"fan_out of prompt tasks, max_concurrency={limit}",
+            f"{n / t:.0f}/s",
+            f"{base / t:.2f}x the bare SDK's throughput",
+        ),
+    ]

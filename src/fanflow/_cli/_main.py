@@ -1,0 +1,17 @@
+"""The ``fanflow`` command group."""
+
+from __future__ import annotations
+
+import click
+
+from .. import __version__
+from .simulate import simulate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fanflow")
+def main() -> None:
+    """fanflow: fan independent tasks out, fan their results in."""
+
+
+main.add_command(simulate)

@@ -1,0 +1,209 @@
+"""Token accounting per fan-out, including what cancelled attempts wasted.
+
+A fan-out puts a :class:`_Ledger` in the context its attempts run in.
+Providers (``fanflow.llm``) call :func:`begin_request` before they send a
+request and :meth:`_Request.finish` when the answer arrives, so the ledger
+knows, for each attempt, what it spent — and, for an attempt cancelled while
+its request was in flight, at least the prompt tokens it sent. When the
+attempt is settled, the engine books its spending as used, or as wasted if
+the attempt was cancelled, timed out, or lost a hedge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["ModelUsage", "Usage", "begin_request"]
+
+
+@dataclasses.dataclass
+class ModelUsage:
+    """Requests and tokens for one model.
+
+    Attributes:
+        requests: requests sent (finished or not).
+        input_tokens: prompt tokens (estimated for requests that never finished).
+        output_tokens: completion tokens reported by the service.
+    """
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def add(self, other: ModelUsage) -> None:
+        self.requests += other.requests
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+
+
+def _cost(by_model: Mapping[str, ModelUsage], prices: Mapping[str, tuple[float, float]]) -> float:
+    total = 0.0
+    for model, use in by_model.items():
+        price = prices.get(model)
+        if price is None:
+            raise KeyError(f"no price for model {model!r}; prices has {sorted(prices)}")
+        total += use.input_tokens * price[0] / 1e6 + use.output_tokens * price[1] / 1e6
+    return total
+
+
+@dataclasses.dataclass
+class Usage:
+    """What a fan-out's model calls spent (``FanInResult.usage``).
+
+    Attributes:
+        by_model: everything spent, per model — the wasted part included.
+        wasted: the part spent on attempts whose answer was not used: those
+            cancelled (the strategy finished, a hedge won, the deadline) or
+            timed out. A request cancelled in flight counts its estimated
+            prompt tokens; the output the service may have generated for it
+            is unknown, so ``wasted`` is a lower bound.
+    """
+
+    by_model: dict[str, ModelUsage] = dataclasses.field(default_factory=dict)
+    wasted: dict[str, ModelUsage] = dataclasses.field(default_factory=dict)
+
+    @property
+    def input_tokens(self) -> int:
+        """Prompt tokens across models."""
+        return sum(u.input_tokens for u in self.by_model.values())
+
+    @property
+    def output_tokens(self) -> int:
+        """Completion tokens across models."""
+        return sum(u.output_tokens for u in self.by_model.values())
+
+    @property
+    def requests(self) -> int:
+        """Requests sent across models."""
+        return sum(u.requests for u in self.by_model.values())
+
+    @property
+    def wasted_tokens(self) -> int:
+        """Input plus output tokens that bought nothing."""
+        return sum(u.input_tokens + u.output_tokens for u in self.wasted.values())
+
+    def cost(self, prices: Mapping[str, tuple[float, float]]) -> float:
+        """Total cost, from ``{model: (input price, output price)}`` per million tokens.
+
+        Raises:
+            KeyError: a model has no price.
+        """
+        return _cost(self.by_model, prices)
+
+    def wasted_cost(self, prices: Mapping[str, tuple[float, float]]) -> float:
+        """The cost of :attr:`wasted`, priced like :meth:`cost`."""
+        return _cost(self.wasted, prices)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable data."""
+        return {
+            "by_model": {m: dataclasses.asdict(u) for m, u in self.by_model.items()},
+            "wasted": {m: dataclasses.asdict(u) for m, u in self.wasted.items()},
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "wasted_tokens": self.wasted_tokens,
+        }
+
+
+class _Request:
+    """One model request of one attempt."""
+
+    __slots__ = ("count", "done", "input_tokens", "model", "output_tokens")
+
+    def __init__(self, model: str, input_tokens: int, count: int = 1) -> None:
+        self.model = model
+        self.input_tokens = input_tokens
+        self.output_tokens = 0
+        self.count = count
+        self.done = False
+
+    def finish(self, input_tokens: int | None, output_tokens: int | None) -> None:
+        """Record what the service reported (``None`` keeps the estimate)."""
+        if input_tokens is not None:
+            self.input_tokens = input_tokens
+        self.output_tokens = output_tokens or 0
+        self.done = True
+
+
+class _Ledger:
+    """Requests per attempt of one fan-out, then the totals."""
+
+    __slots__ = ("_open", "parent", "parent_key", "usage")
+
+    def __init__(self, parent: _Ledger | None, parent_key: object) -> None:
+        self._open: dict[object, list[_Request]] = {}
+        self.usage = Usage()
+        self.parent = parent
+        self.parent_key = parent_key
+
+    @property
+    def active(self) -> bool:
+        return bool(self._open) or bool(self.usage.by_model)
+
+    def begin(self, key: object, model: str, input_tokens: int) -> _Request:
+        request = _Request(model, input_tokens)
+        self._open.setdefault(key, []).append(request)
+        return request
+
+    def settle(self, key: object, wasted: bool) -> None:
+        """Book what attempt ``key`` spent, as used or as wasted."""
+        requests = self._open.pop(key, None)
+        if not requests:
+            return
+        for r in requests:
+            spent = ModelUsage(r.count, r.input_tokens, r.output_tokens)
+            self.usage.by_model.setdefault(r.model, ModelUsage()).add(spent)
+            if wasted:
+                self.usage.wasted.setdefault(r.model, ModelUsage()).add(spent)
+
+    def close(self) -> Usage | None:
+        """Book what is left (as wasted); pass the totals to an enclosing fan-out.
+
+        A fan-out run inside an attempt of another spends on that attempt's
+        behalf: the outer fan-out books it with the attempt.
+        """
+        for key in list(self._open):
+            self.settle(key, wasted=True)
+        if not self.usage.by_model:
+            return None
+        parent = self.parent
+        if parent is not None and self.parent_key is not None:
+            for model, use in self.usage.by_model.items():
+                request = _Request(model, use.input_tokens, use.requests)
+                request.finish(use.input_tokens, use.output_tokens)
+                parent._open.setdefault(self.parent_key, []).append(request)
+        return self.usage
+
+
+_LEDGER: contextvars.ContextVar[_Ledger | None] = contextvars.ContextVar(
+    "fanflow_ledger", default=None
+)
+# Set for attempts that run in threads, where there is no current asyncio task.
+_ATTEMPT_KEY: contextvars.ContextVar[object] = contextvars.ContextVar(
+    "fanflow_attempt", default=None
+)
+
+
+def begin_request(model: str, estimated_input_tokens: int) -> _Request | None:
+    """Tell the enclosing fan-out (if any) that a model request is being sent.
+
+    Returns a handle whose ``finish(input_tokens, output_tokens)`` records
+    what the service reported; ``None`` outside a fan-out. Provider
+    implementations call this; task code need not.
+    """
+    ledger = _LEDGER.get()
+    if ledger is None:
+        return None
+    key = _ATTEMPT_KEY.get()
+    if key is None:
+        try:
+            key = asyncio.current_task()
+        except RuntimeError:
+            key = None
+    if key is None:
+        return None
+    return ledger.begin(key, model, estimated_input_tokens)

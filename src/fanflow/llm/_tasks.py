@@ -1,0 +1,77 @@
+"""LLM calls as tasks, and helpers to pull answers out of free text."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+from .._retry import Retry
+from .._task import Task
+from ._base import LLM, Message, estimate_tokens
+
+__all__ = ["answer_line", "last_number", "prompt_task"]
+
+
+def prompt_task(
+    name: str,
+    llm: LLM,
+    prompt: str | Sequence[Message],
+    *,
+    timeout: float | None = None,
+    retry: Retry | None = None,
+    weight: float = 1.0,
+    reads: Sequence[str] = (),
+    writes: Sequence[str] = (),
+    **params: Any,
+) -> Task:
+    """A :class:`~fanflow.Task` that sends ``prompt`` to ``llm`` and returns the answer's text.
+
+    ``params`` go to ``llm.complete`` (``temperature``, ``max_tokens``,
+    ``seed``...). The task's ``tokens`` estimate (for
+    ``RateLimit(tokens_per_minute=...)``) is the prompt's size plus
+    ``max_tokens`` (256 when not given). Model calls are idempotent, so the
+    task may be retried and hedged; its spending shows in ``result.usage``.
+    """
+
+    async def ask() -> str:
+        completion = await llm.complete(prompt, **params)
+        return completion.text
+
+    ask.__qualname__ = ask.__name__ = f"prompt[{getattr(llm, 'name', llm)}]"
+    tokens = estimate_tokens(prompt) + int(params.get("max_tokens", 256))
+    return Task(
+        name,
+        ask,
+        timeout=timeout,
+        retry=retry,
+        weight=weight,
+        reads=reads,
+        writes=writes,
+        tokens=tokens,
+    )
+
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_ANSWER = re.compile(r"^\s*(?:final\s+)?answer\s*[:=]\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+def last_number(text: Any) -> Hashable:
+    """A vote key: the last number in ``text`` (commas dropped), else the text normalised.
+
+    ``"... so 6 x 7 = 42."`` counts as ``"42"``; ``"42.0"`` as ``"42"``.
+    """
+    found = _NUMBER.findall(str(text))
+    if not found:
+        return " ".join(str(text).split()).casefold()
+    number: str = found[-1].replace(",", "")
+    if "." in number:
+        number = number.rstrip("0").rstrip(".")
+    return number
+
+
+def answer_line(text: Any) -> Hashable:
+    """A vote key: what follows the last ``Answer:`` line, normalised; else the whole text."""
+    found = _ANSWER.findall(str(text))
+    chosen = found[-1] if found else str(text)
+    return " ".join(chosen.strip().rstrip(".").split()).casefold()

@@ -1,0 +1,80 @@
+"""Model URIs: ``"openai:gpt-4o-mini"``, ``"openai:MODEL@http://host:8000/v1"``, ``"sim:..."``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from ._base import LLM
+
+__all__ = ["from_uri", "register_provider"]
+
+ProviderFactory = Callable[[str, str | None], LLM]
+_SIM_DEFAULT_URL = "http://127.0.0.1:8000/v1"
+
+
+def _openai(model: str, base_url: str | None) -> LLM:
+    from ._openai import OpenAIChat
+
+    return OpenAIChat(model, base_url=base_url)
+
+
+def _anthropic(model: str, base_url: str | None) -> LLM:
+    from ._anthropic import AnthropicChat
+
+    return AnthropicChat(model, base_url=base_url)
+
+
+def _sim(model: str, base_url: str | None) -> LLM:
+    from ._openai import OpenAIChat
+
+    url = base_url or os.environ.get("FANFLOW_SIM_URL") or _SIM_DEFAULT_URL
+    return OpenAIChat(model, base_url=url, api_key_env=None, name=f"sim:{model}@{url}")
+
+
+_PROVIDERS: dict[str, ProviderFactory] = {
+    "openai": _openai,
+    "anthropic": _anthropic,
+    "sim": _sim,
+}
+
+
+def register_provider(scheme: str, factory: ProviderFactory) -> None:
+    """Make ``from_uri("SCHEME:MODEL[@URL]")`` call ``factory(model, url)``.
+
+    Raises:
+        ValueError: ``scheme`` is empty or contains ``:``.
+    """
+    if not scheme or ":" in scheme:
+        raise ValueError(f"a provider scheme is a word without ':'; got {scheme!r}")
+    _PROVIDERS[scheme] = factory
+
+
+def from_uri(uri: str) -> LLM:
+    """Build a model from a URI.
+
+    ``openai:MODEL`` (OpenAI, key from ``OPENAI_API_KEY``),
+    ``openai:MODEL@http://127.0.0.1:8000/v1`` (any OpenAI-compatible server:
+    vLLM, Ollama, llama.cpp, LM Studio), ``anthropic:MODEL`` (key from
+    ``ANTHROPIC_API_KEY``), ``sim:MODEL[@URL]`` (the fanflow simulator; URL
+    defaults to ``$FANFLOW_SIM_URL`` or ``http://127.0.0.1:8000/v1``). Model
+    names may contain ``:`` (``openai:llama3:8b@http://...``).
+
+    Raises:
+        ValueError: a malformed URI or an unknown scheme (the message lists
+            the known ones).
+    """
+    if not isinstance(uri, str) or ":" not in uri:
+        raise ValueError(f"a model URI looks like 'openai:gpt-4o-mini'; got {uri!r}")
+    scheme, _, rest = uri.partition(":")
+    factory = _PROVIDERS.get(scheme)
+    if factory is None:
+        known = ", ".join(sorted(_PROVIDERS))
+        raise ValueError(f"unknown model provider {scheme!r} in {uri!r}; known: {known}")
+    model, base_url = rest, None
+    at = rest.rfind("@http")
+    if at >= 0:
+        model, base_url = rest[:at], rest[at + 1 :]
+    if not model:
+        raise ValueError(f"the model URI {uri!r} names no model")
+    return factory(model, base_url)

@@ -1,0 +1,11 @@
+"""Test doubles for code that uses fanflow: the simulated LLM service and a scripted model."""
+
+from __future__ import annotations
+
+from .._simulator import Latency as Latency
+from .._simulator import Script as Script
+from .._simulator import SimConfig as SimConfig
+from .._simulator import Simulator as Simulator
+from ._scripted import ScriptedLLM as ScriptedLLM
+
+__all__ = ["Latency", "Script", "ScriptedLLM", "SimConfig", "Simulator"]
