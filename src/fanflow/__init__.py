@@ -42,8 +42,11 @@ from ._exceptions import ServiceError as ServiceError
 from ._exceptions import StrategyFailed as StrategyFailed
 from ._exceptions import TransientError as TransientError
 from ._hedge import Hedge as Hedge
+from ._journal import Journal as Journal
+from ._journal import JournalError as JournalError
 from ._limits import AdaptiveConcurrency as AdaptiveConcurrency
 from ._limits import RateLimit as RateLimit
+from ._map import fan_map as fan_map
 from ._result import AttemptRecord as AttemptRecord
 from ._result import FanInResult as FanInResult
 from ._result import TaskResult as TaskResult
@@ -87,6 +90,7 @@ __all__ = [
     "Conflict",
     "ensemble",
     "Event",
+    "fan_map",
     "fan_out",
     "FanInResult",
     "FanOutError",
@@ -96,6 +100,8 @@ __all__ = [
     "Hedge",
     "HiddenDependencyError",
     "HiddenDependencyWarning",
+    "Journal",
+    "JournalError",
     "merge",
     "MergeConflict",
     "Merged",

@@ -277,21 +277,24 @@ class _Driver:
         if self.audit is not None and options.audit == "strict":
             watch = MutationWatch(self.tasks, self.audit)
             self._watch = watch if watch.has_objects else None
-        async_cache: dict[int, bool] = {}
-        default_timeout = options.timeout
-        default_retry = options.retry
-        states = []
-        for i, t in enumerate(self.tasks):
-            fid = id(t.fn)
-            is_async = async_cache.get(fid)
-            if is_async is None:
-                is_async = async_cache[fid] = _is_async_callable(t.fn)
-            timeout = t.timeout if t.timeout is not None else default_timeout
-            if timeout is not None and math.isinf(timeout):
-                timeout = None
-            retry = t.retry if t.retry is not None else default_retry
-            states.append(_TaskState(t, i, timeout, is_async, retry))
+        self._async_cache: dict[int, bool] = {}
+        states = [self._make_state(t, i) for i, t in enumerate(self.tasks)]
         self.states: list[_TaskState] = states
+        self._init_runtime(options, states)
+
+    def _make_state(self, task: Task, index: int) -> _TaskState:
+        opts = self.opts
+        fid = id(task.fn)
+        is_async = self._async_cache.get(fid)
+        if is_async is None:
+            is_async = self._async_cache[fid] = _is_async_callable(task.fn)
+        timeout = task.timeout if task.timeout is not None else opts.timeout
+        if timeout is not None and math.isinf(timeout):
+            timeout = None
+        retry = task.retry if task.retry is not None else opts.retry
+        return _TaskState(task, index, timeout, is_async, retry)
+
+    def _init_runtime(self, options: _Options, states: list[_TaskState]) -> None:
         self.result: FanInResult | None = None
         self._pending: deque[_TaskState] = deque(states)
         # Retries whose backoff is over, and hedges: launched before new tasks.
@@ -318,6 +321,8 @@ class _Driver:
         self._latencies = _LatencyWindow()
         self._hedge_after: float | None = options.hedge.after if options.hedge else None
         self._needs_feedback = bool(self._adaptive or self._rate_limit or self._hedge)
+        self._source_open = False  # a streaming source may still give tasks
+        self._async_source: AsyncIterator[Any] | None = None
 
     # -- events ---------------------------------------------------------
     def _emit(self, event: Event) -> None:
@@ -347,7 +352,12 @@ class _Driver:
         except BaseException as exc:  # re-raised by the driver, after cleanup
             if self._error is None:
                 self._error = exc
-        if self._collect or self._events or self._unsettled == 0 or self._error is not None:
+        if (
+            self._collect
+            or self._events
+            or (self._unsettled == 0 and not self._source_open)
+            or self._error is not None
+        ):
             self._wake_driver()
 
     # -- launching ------------------------------------------------------
@@ -375,8 +385,12 @@ class _Driver:
                 self._launch(state, now, hedge)
             elif pending:
                 self._launch(pending.popleft(), now, False)
-            else:
+            elif not (self._source_open and self._pull(now)):
                 break
+
+    def _pull(self, now: float) -> bool:
+        """Take the next task from a streaming source; ``False`` when none can be taken."""
+        return False
 
     def _thread_pool(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._pool is None:
@@ -572,6 +586,9 @@ class _Driver:
         state.live.remove(attempt)
         if attempt.timer is not None or attempt.hedge_timer is not None:
             attempt.cancel_timers()
+        # The attempt's context names the attempt (a reference cycle): drop it
+        # so that a finished attempt is freed at once, not by the cyclic GC.
+        attempt.ctx = None
         if self._ledger.active:
             wasted = status is Status.CANCELLED or status is Status.TIMEOUT
             self._ledger.settle(attempt, wasted)
@@ -688,13 +705,13 @@ class _Driver:
             reason,
             hedged and status is Status.OK,
             tuple(state.history),
+            state.index,
         )
         state.result = result
         self._unsettled -= 1
         if error is not None and self._first_error is None and status is not Status.CANCELLED:
             self._first_error = error
-        if self._collect:
-            self._out.append(result)
+        self._output(result)
         if self.opts.on_event is not None:
             self._emit(TaskFinished(offset + end, result))
         if (
@@ -710,9 +727,15 @@ class _Driver:
                 None,
             )
 
+    def _output(self, result: TaskResult) -> None:
+        if self._collect:
+            self._out.append(result)
+
     def _stop(self, status: Status, reason: str, error: BaseException | None) -> None:
         """End the fan-out early: cancel running attempts, settle everything else."""
         self._stopping = True
+        self._source_open = False
+        leftovers = [*self._pending, *self._waiting, *(state for state, _ in self._urgent)]
         for attempt in list(self._running):
             if attempt.stop_status is not None or attempt.timed_out:
                 continue
@@ -725,6 +748,7 @@ class _Driver:
                 attempt.cancel_timers()
                 self._running.discard(attempt)
                 attempt.state.live.remove(attempt)
+                leftovers.append(attempt.state)
         for state in self._waiting:
             if state.retry_handle is not None:
                 state.retry_handle.cancel()
@@ -733,7 +757,7 @@ class _Driver:
         self._urgent.clear()
         self._pending.clear()
         end = self._loop.time()
-        for state in self.states:
+        for state in leftovers:
             if state.result is not None or state.live:
                 continue
             if state.attempts == 0:
@@ -796,8 +820,13 @@ class _Driver:
                     continue
                 if self._out:
                     yield self._out.popleft()
+                    if self._source_open and not self._out:
+                        self._fill()  # the consumer caught up: take more input
                     continue
-                if self._unsettled == 0:
+                if self._async_source is not None and self._room():
+                    await self._pull_async()
+                    continue
+                if self._unsettled == 0 and not self._source_open and self._drained():
                     break
                 self._wake = loop.create_future()
                 try:
@@ -805,15 +834,31 @@ class _Driver:
                 finally:
                     self._wake = None
             self.result = self._conclude()
-            if self._watch is not None and self.audit is not None and self.audit.mutations:
+            if (
+                self.result is not None
+                and self._watch is not None
+                and self.audit is not None
+                and self.audit.mutations
+            ):
                 warnings.warn(str(self.audit), HiddenDependencyWarning, stacklevel=2)
-            if self.opts.on_event is not None:
+            if self.opts.on_event is not None and self.result is not None:
                 self._emit(FanOutFinished(time.time(), self.result))
                 await self._flush_events()
         finally:
             await self._shutdown()
 
-    def _conclude(self) -> FanInResult:
+    def _drained(self) -> bool:
+        """Whether every settled result has been handed to the output."""
+        return True
+
+    def _room(self) -> bool:
+        """Whether a streaming source may be asked for another task now."""
+        return False
+
+    async def _pull_async(self) -> None:
+        """Take the next task from an async streaming source."""
+
+    def _conclude(self) -> FanInResult | None:
         results = [s.result for s in self.states]
         assert all(r is not None for r in results)
         final: list[TaskResult] = results  # type: ignore[assignment]

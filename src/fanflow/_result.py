@@ -62,6 +62,9 @@ class TaskResult:
         reason: why it was cancelled or skipped, in words.
         hedged: ``True`` when a hedged duplicate produced the outcome.
         history: one :class:`AttemptRecord` per attempt, in start order.
+        index: the task's position in its input (submission order).
+        replayed: ``True`` when ``fan_map`` took this result from its journal
+            instead of running the task again.
     """
 
     # Not frozen: a frozen dataclass costs ~1 us more per result to build,
@@ -78,6 +81,8 @@ class TaskResult:
     reason: str | None = None
     hedged: bool = False
     history: tuple[AttemptRecord, ...] = ()
+    index: int | None = None
+    replayed: bool = False
 
     @property
     def ok(self) -> bool:
@@ -98,6 +103,8 @@ class TaskResult:
             "duration": self.duration,
             "reason": self.reason,
             "hedged": self.hedged,
+            "index": self.index,
+            "replayed": self.replayed,
             "history": [
                 {
                     "number": a.number,

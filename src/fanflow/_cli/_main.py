@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from .map import map_command
 from .simulate import simulate
 
 
@@ -14,4 +15,5 @@ def main() -> None:
     """fanflow: fan independent tasks out, fan their results in."""
 
 
+main.add_command(map_command, name="map")
 main.add_command(simulate)

@@ -1,0 +1,154 @@
+"""fanflow map: quoting, order, timeouts, early stops, exit codes, logs and journals."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+def fanflow(
+    *args: str, stdin: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fanflow", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
+    )
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie, dead but unreaped, is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+HOSTILE = [
+    "$(touch PWNED)",
+    "`touch PWNED`",
+    "; touch PWNED",
+    "a && touch PWNED",
+    'it\'s "quoted"',
+    "| touch PWNED",
+    "--help",
+    "-rf",
+    "*",
+    "$HOME",
+]
+
+
+def test_hostile_arguments_are_printed_literally_and_run_nothing(tmp_path: Path) -> None:
+    out = fanflow("map", "-k", "echo {}", ":::", *HOSTILE, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == HOSTILE
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_newlines_in_arguments_stay_one_argument(tmp_path: Path) -> None:
+    out = fanflow("map", "printf '[%s]' {}", ":::", "two\nlines; touch PWNED", cwd=tmp_path)
+    assert out.stdout == "[two\nlines; touch PWNED]"
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_arguments_from_stdin_and_replacement_strings() -> None:
+    out = fanflow("map", "-k", "echo {#} {} {.} {/} {//} {/.}", stdin="a/b.txt\nc.tar.gz\n")
+    assert out.stdout.splitlines() == [
+        "1 a/b.txt a/b b.txt a b",
+        "2 c.tar.gz c.tar c.tar.gz . c.tar",
+    ]
+
+
+def test_command_without_placeholder_gets_the_argument_appended() -> None:
+    assert fanflow("map", "-k", "echo x", ":::", "1", "2").stdout == "x 1\nx 2\n"
+
+
+def test_keep_order_follows_input_order() -> None:
+    # The first jobs take longest, so they finish last; -k prints them first anyway.
+    delays = ["0.4", "0.3", "0.2", "0.1", "0"]
+    ordered = fanflow("map", "-j", "5", "-k", "sleep {}; echo {}", ":::", *delays)
+    assert ordered.stdout.split() == delays
+
+
+def test_output_of_a_job_is_never_interleaved() -> None:
+    cmd = "for i in 1 2 3; do echo {}-$i; sleep 0.02; done"
+    out = fanflow("map", "-j", "4", cmd, ":::", "a", "b", "c", "d")
+    lines = out.stdout.splitlines()
+    for start in range(0, 12, 3):
+        job = lines[start].split("-")[0]
+        assert lines[start : start + 3] == [f"{job}-1", f"{job}-2", f"{job}-3"]
+
+
+def test_exit_status_says_whether_every_job_succeeded() -> None:
+    assert fanflow("map", "exit {}", ":::", "0", "0").returncode == 0
+    failed = fanflow("map", "exit {}", ":::", "0", "3", "0")
+    assert failed.returncode == 1
+    assert "failed: command exited with status 3" in failed.stderr
+
+
+def test_timeout_kills_a_job_and_the_children_it_spawned(tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    cmd = f"sleep 30 & echo $! > {pidfile}; wait; echo {{}}"
+    started = time.monotonic()
+    out = fanflow("map", "--timeout", "0.5", cmd, ":::", "x")
+    assert time.monotonic() - started < 20
+    assert out.returncode == 1 and "timed out after 0.5 s" in out.stderr
+    pid = int(pidfile.read_text())
+    time.sleep(0.2)
+    assert not running(pid)
+
+
+def test_first_n_stops_the_rest(tmp_path: Path) -> None:
+    cmd = f"sleep {{}}; touch {tmp_path}/done-{{}}; echo {{}}"
+    out = fanflow("map", "-j", "4", "--first", "2", cmd, ":::", "0", "0", "5", "5")
+    assert out.returncode == 0 and sorted(out.stdout.split()) == ["0", "0"]
+    time.sleep(0.2)
+    assert not list(tmp_path.glob("done-5"))
+
+
+def test_halt_on_fail_stops_the_rest(tmp_path: Path) -> None:
+    cmd = f"if [ {{}} = bad ]; then exit 4; fi; sleep 5; touch {tmp_path}/ran-{{}}"
+    started = time.monotonic()
+    out = fanflow("map", "-j", "3", "--halt-on-fail", cmd, ":::", "bad", "x", "y")
+    assert out.returncode == 1 and time.monotonic() - started < 4
+    assert not list(tmp_path.glob("ran-*"))
+
+
+def test_joblog_and_journal(tmp_path: Path) -> None:
+    log, db = tmp_path / "jobs.tsv", tmp_path / "run.db"
+    args = ["map", "--joblog", str(log), "--journal", str(db), "echo {}", ":::", "a", "b"]
+    first = fanflow(*args)
+    assert sorted(first.stdout.split()) == ["a", "b"]
+    lines = log.read_text().splitlines()
+    assert lines[0].split("\t")[:3] == ["Seq", "Host", "Starttime"]
+    assert sorted(line.split("\t")[-1] for line in lines[1:]) == ["echo a", "echo b"]
+    second = fanflow(*args[:-2], "a", "b", "c")
+    assert second.stdout.split() == ["c"]  # a and b were done
+    assert "2 jobs were already done" in second.stderr
+    other = fanflow("map", "--journal", str(db), "ls {}", ":::", "a")
+    assert (
+        other.returncode == 2 and "another job" in other.stderr and "Traceback" not in other.stderr
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["map", "echo", "a", "b"], "':::'"),
+        (["map", "--first", "1", "--halt-on-fail", "echo", ":::", "a"], "cannot be used together"),
+        (["map", "-j", "0", "echo", ":::", "a"], "-j"),
+        (["map", "--timeout", "-1", "echo", ":::", "a"], "--timeout"),
+    ],
+)
+def test_usage_errors_exit_2_without_a_traceback(args: list[str], message: str) -> None:
+    out = fanflow(*args)
+    assert out.returncode == 2 and message in out.stderr
+    assert "Traceback" not in out.stderr
