@@ -22,6 +22,7 @@ from typing import Any
 import fanflow as ff
 
 sys.path.insert(0, str(Path(__file__).parent))
+import bulk
 import llm
 
 Row = tuple[str, str, str, str]
@@ -382,6 +383,8 @@ def main() -> None:
         rows.extend(bench(args.runs))
     rows.extend(bench_rate_limit())
     rows.extend(bench_vote())
+    rows.extend(bulk.bench_shell())
+    rows.extend(bulk.bench_fan_map())
     rows.extend(llm.bench_ensemble())
     rows.extend(llm.bench_provider_throughput())
     widths = [max(len(r[i]) for r in rows) for i in range(3)]

@@ -321,6 +321,9 @@ class _Driver:
         self._latencies = _LatencyWindow()
         self._hedge_after: float | None = options.hedge.after if options.hedge else None
         self._needs_feedback = bool(self._adaptive or self._rate_limit or self._hedge)
+        self._filling = False
+        self._fill_soon = False
+        self._taken = 0  # results the consumer has taken
         self._source_open = False  # a streaming source may still give tasks
         self._async_source: AsyncIterator[Any] | None = None
 
@@ -366,10 +369,23 @@ class _Driver:
         return adaptive.limit if adaptive is not None else self.opts.limit
 
     def _fill(self) -> None:
+        if len(self._running) >= self._cap() or self._stopping:
+            return
+        if self._filling:
+            self._fill_now()
+            return
+        # Attempts are created inside the fan-out's context, so that each
+        # attempt's task inherits (a copy of) the usage ledger: one context
+        # switch per batch of launches, not one per attempt.
+        self._filling = True
+        try:
+            self._base_ctx.run(self._fill_now)
+        finally:
+            self._filling = False
+
+    def _fill_now(self) -> None:
         running = self._running
         cap = self._cap()
-        if len(running) >= cap or self._stopping:
-            return
         pending = self._pending
         urgent = self._urgent
         now = self._loop.time()
@@ -431,18 +447,19 @@ class _Driver:
         task = state.task
         fut: asyncio.Future[Any]
         try:
-            # Each attempt runs in its own copy of the fan-out's context, which
-            # names the attempt, so model calls it makes are booked to it.
-            ctx = self._base_ctx.copy()
-            ctx.run(_ATTEMPT_KEY.set, attempt)
-            attempt.ctx = ctx
             if state.is_async:
                 kwargs = task.kwargs
                 coro = task.fn(*task.args, **kwargs) if kwargs else task.fn(*task.args)
                 if self._watch is not None and self._watch.watches(task.name):
                     coro = self._watch.wrap(task.name, coro)
-                fut = self._new_task(coro, context=ctx)
+                # The task copies the current context: the fan-out's (see _fill).
+                fut = self._new_task(coro)
             else:
+                # A thread has no current task: its context names the attempt,
+                # so that model calls it makes are booked to it.
+                ctx = self._base_ctx.copy()
+                ctx.run(_ATTEMPT_KEY.set, attempt)
+                attempt.ctx = ctx
                 fut = loop.run_in_executor(
                     self._thread_pool(), _call_in_context, ctx, task.fn, task.args, task.kwargs
                 )
@@ -586,12 +603,14 @@ class _Driver:
         state.live.remove(attempt)
         if attempt.timer is not None or attempt.hedge_timer is not None:
             attempt.cancel_timers()
-        # The attempt's context names the attempt (a reference cycle): drop it
-        # so that a finished attempt is freed at once, not by the cyclic GC.
+        # attempt -> its task -> the task's context -> attempt is a reference
+        # cycle: break it, so that a finished attempt is freed at once rather
+        # than piling up for the cyclic garbage collector.
         attempt.ctx = None
-        if self._ledger.active:
+        attempt.fut = None
+        if self._ledger.used:
             wasted = status is Status.CANCELLED or status is Status.TIMEOUT
-            self._ledger.settle(attempt, wasted)
+            self._ledger.settle(fut if state.is_async else attempt, wasted)
         if state.result is not None:
             return  # lost a race, or stopped after its task was settled
         offset = self._offset
@@ -613,8 +632,14 @@ class _Driver:
             pass  # a hedge or the original still runs: its outcome decides
         elif status is Status.CANCELLED or not self._schedule_retry(state, status, error, end):
             self._finalize(state, status, value, error, reason, end, attempt.hedge)
-        if self._pending or self._urgent:
-            self._fill()
+        if (self._pending or self._urgent or self._source_open) and not self._fill_soon:
+            # One refill per loop turn, for every slot freed in it.
+            self._fill_soon = True
+            self._loop.call_soon(self._guard, self._refill)
+
+    def _refill(self) -> None:
+        self._fill_soon = False
+        self._fill()
 
     def _feedback(
         self, attempt: _Attempt, status: Status, error: BaseException | None, end: float
@@ -799,7 +824,8 @@ class _Driver:
             )
         else:
             self._new_task = loop.create_task
-        parent_key = _ATTEMPT_KEY.get()
+        # Inside an attempt of an enclosing fan-out, spending is booked to it.
+        parent_key = _ATTEMPT_KEY.get() or asyncio.current_task()
         self._ledger = _Ledger(_LEDGER.get(), parent_key)
         self._base_ctx = contextvars.copy_context()
         self._base_ctx.run(_LEDGER.set, self._ledger)
@@ -819,6 +845,7 @@ class _Driver:
                     await self._flush_events()
                     continue
                 if self._out:
+                    self._taken += 1
                     yield self._out.popleft()
                     if self._source_open and not self._out:
                         self._fill()  # the consumer caught up: take more input

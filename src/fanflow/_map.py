@@ -63,14 +63,13 @@ class _StreamDriver(_Driver):
         self._buffer = buffer
         self._journal = journal
         self._pulled = 0
-        self._released = 0
         self._next_index = 0
         self._reorder: dict[int, TaskResult] = {}
         self._hold: list[TaskResult] = []
         self._commit_pending = False
 
     def _window(self) -> float:
-        # Items taken from the source but not yet handed to the consumer:
+        # Items taken from the source but not yet taken by the consumer:
         # running, waiting to retry, held for the journal, waiting for an
         # earlier item (ordered), or queued for the consumer.
         return self._cap() + self._buffer
@@ -80,7 +79,7 @@ class _StreamDriver(_Driver):
             self._source_open
             and not self._stopping
             and len(self._running) < self._cap()
-            and self._pulled - self._released < self._window()
+            and self._pulled - self._taken < self._window()
         )
 
     def _pull(self, now: float) -> bool:
@@ -135,14 +134,12 @@ class _StreamDriver(_Driver):
     def _release(self, result: TaskResult) -> None:
         if not self._ordered:
             self._out.append(result)
-            self._released += 1
             return
         assert result.index is not None
         self._reorder[result.index] = result
         while self._next_index in self._reorder:
             self._out.append(self._reorder.pop(self._next_index))
             self._next_index += 1
-            self._released += 1
 
     def _drained(self) -> bool:
         return not self._hold and not self._reorder and not self._commit_pending

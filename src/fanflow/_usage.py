@@ -132,19 +132,17 @@ class _Request:
 class _Ledger:
     """Requests per attempt of one fan-out, then the totals."""
 
-    __slots__ = ("_open", "parent", "parent_key", "usage")
+    __slots__ = ("_open", "parent", "parent_key", "usage", "used")
 
     def __init__(self, parent: _Ledger | None, parent_key: object) -> None:
         self._open: dict[object, list[_Request]] = {}
         self.usage = Usage()
         self.parent = parent
         self.parent_key = parent_key
-
-    @property
-    def active(self) -> bool:
-        return bool(self._open) or bool(self.usage.by_model)
+        self.used = False  # whether any request was ever booked
 
     def begin(self, key: object, model: str, input_tokens: int) -> _Request:
+        self.used = True
         request = _Request(model, input_tokens)
         self._open.setdefault(key, []).append(request)
         return request
@@ -161,17 +159,26 @@ class _Ledger:
                 self.usage.wasted.setdefault(r.model, ModelUsage()).add(spent)
 
     def close(self) -> Usage | None:
-        """Book what is left (as wasted); pass the totals to an enclosing fan-out.
+        """Book what is left; pass the totals to an enclosing fan-out.
 
-        A fan-out run inside an attempt of another spends on that attempt's
-        behalf: the outer fan-out books it with the attempt.
+        What is left are requests made by tasks an attempt started itself
+        (an attempt's own requests are booked when it settles): those that
+        finished count as used, those still in flight as wasted. A fan-out
+        run inside an attempt of another spends on that attempt's behalf:
+        the outer fan-out books it with the attempt.
         """
-        for key in list(self._open):
-            self.settle(key, wasted=True)
+        for requests in self._open.values():
+            for r in requests:
+                spent = ModelUsage(r.count, r.input_tokens, r.output_tokens)
+                self.usage.by_model.setdefault(r.model, ModelUsage()).add(spent)
+                if not r.done:
+                    self.usage.wasted.setdefault(r.model, ModelUsage()).add(spent)
+        self._open.clear()
         if not self.usage.by_model:
             return None
         parent = self.parent
         if parent is not None and self.parent_key is not None:
+            parent.used = True
             for model, use in self.usage.by_model.items():
                 request = _Request(model, use.input_tokens, use.requests)
                 request.finish(use.input_tokens, use.output_tokens)

@@ -1,0 +1,96 @@
+"""Bulk benchmarks: fanflow map vs GNU parallel and xargs -P; fan_map over 10^6 items."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+Row = tuple[str, str, str, str]
+
+
+def _wall(cmd: list[str], stdin: str, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, input=stdin, text=True, stdout=subprocess.DEVNULL, check=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_shell(runs: int = 3) -> list[Row]:
+    """Per-job wall time on the same jobs, side by side."""
+    rows: list[Row] = []
+    parallel = shutil.which("parallel")
+    for job, n in (("true", 2000), ("sleep 0.05", 200)):
+        stdin = "".join(f"{i}\n" for i in range(n))
+        runners = {
+            "fanflow map -j 8": [sys.executable, "-m", "fanflow", "map", "-j", "8", f"{job} {{}}"],
+            "xargs -P 8": ["xargs", "-P", "8", "-n", "1", *job.split()],
+        }
+        if parallel:
+            runners["GNU parallel -j 8"] = [parallel, "-j", "8", f"{job} {{}}"]
+        took = {name: _wall(cmd, stdin, runs) for name, cmd in runners.items()}
+        base = took["xargs -P 8"]
+        for name, t in took.items():
+            note = f"{t / base:.2f}x xargs"
+            if name.startswith("fanflow"):
+                note += " (target <= 1.5x)"
+                if parallel:
+                    note += f", {t / took['GNU parallel -j 8']:.2f}x GNU parallel (target < 1x)"
+            rows.append(("map", f"{name}: {n} x '{job}'", f"{t / n * 1e3:.2f} ms/job", note))
+        if not parallel:
+            rows.append(("map", "GNU parallel", "not installed", "apt-get install parallel"))
+    return rows
+
+
+CHILD = textwrap.dedent(
+    """
+    import asyncio, resource, sys, time
+    import fanflow as ff
+
+    n, journal = int(sys.argv[1]), (sys.argv[2] if len(sys.argv) > 2 else None)
+
+    async def inc(x):
+        return x + 1
+
+    async def main():
+        count = 0
+        t0 = time.perf_counter()
+        async for r in ff.fan_map(inc, range(n), journal=journal, max_concurrency=64):
+            count += r.ok
+        took = time.perf_counter() - t0
+        assert count == n
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"{n / took:.0f} {rss:.1f}")
+
+    asyncio.run(main())
+    """
+)
+
+
+def bench_fan_map(n: int = 1_000_000) -> list[Row]:
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        script = os.path.join(tmp, "child.py")
+        with open(script, "w") as f:
+            f.write(CHILD)
+        for label, extra in (("no journal", []), ("journal", [os.path.join(tmp, "j.db")])):
+            out = subprocess.run(
+                [sys.executable, script, str(n), *extra], capture_output=True, text=True, check=True
+            )
+            rate, rss = out.stdout.split()
+            rows.append(
+                (
+                    "fan_map",
+                    f"{n:,} trivial items, {label}",
+                    f"{float(rate):,.0f} items/s",
+                    f"peak RSS {float(rss):.0f} MB (target <= 150 MB)",
+                )
+            )
+    return rows
