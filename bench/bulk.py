@@ -24,26 +24,31 @@ def _wall(cmd: list[str], stdin: str, runs: int) -> float:
 
 
 def bench_shell(runs: int = 3) -> list[Row]:
-    """Per-job wall time on the same jobs, side by side."""
+    """Per-job wall time on the same jobs, side by side.
+
+    Every runner starts a shell per job (fanflow and GNU parallel always do;
+    xargs is given ``sh -c`` so that it does the same work).
+    """
     rows: list[Row] = []
     parallel = shutil.which("parallel")
-    for job, n in (("true", 2000), ("sleep 0.05", 200)):
+    for body, n in (("true", 2000), ("sleep 0.05", 200)):
         stdin = "".join(f"{i}\n" for i in range(n))
+        template = f"{body}; : {{}}"
         runners = {
-            "fanflow map -j 8": [sys.executable, "-m", "fanflow", "map", "-j", "8", f"{job} {{}}"],
-            "xargs -P 8": ["xargs", "-P", "8", "-n", "1", *job.split()],
+            "fanflow map -j 8": [sys.executable, "-m", "fanflow", "map", "-j", "8", template],
+            "xargs -P 8 sh -c": ["xargs", "-P", "8", "-n", "1", "sh", "-c", f'{body}; : "$1"', "_"],
         }
         if parallel:
-            runners["GNU parallel -j 8"] = [parallel, "-j", "8", f"{job} {{}}"]
+            runners["GNU parallel -j 8"] = [parallel, "-j", "8", template]
         took = {name: _wall(cmd, stdin, runs) for name, cmd in runners.items()}
-        base = took["xargs -P 8"]
+        base = took["xargs -P 8 sh -c"]
         for name, t in took.items():
             note = f"{t / base:.2f}x xargs"
             if name.startswith("fanflow"):
                 note += " (target <= 1.5x)"
                 if parallel:
                     note += f", {t / took['GNU parallel -j 8']:.2f}x GNU parallel (target < 1x)"
-            rows.append(("map", f"{name}: {n} x '{job}'", f"{t / n * 1e3:.2f} ms/job", note))
+            rows.append(("map", f"{name}: {n} x '{body}'", f"{t / n * 1e3:.2f} ms/job", note))
         if not parallel:
             rows.append(("map", "GNU parallel", "not installed", "apt-get install parallel"))
     return rows

@@ -372,24 +372,35 @@ def bench_vote(questions: int = 200, samples: int = 40, limit: int = 4) -> list[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=7, help="repetitions per figure (median)")
+    parser.add_argument("--only", nargs="*", help="run only these groups (by name)")
     args = parser.parse_args()
     print(
         f"fanflow {ff.__version__} benchmarks - Python {platform.python_version()} on "
-        f"{platform.machine()}, {sys.platform}; median of {args.runs} runs"
+        f"{platform.machine()}, {sys.platform}; median of {args.runs} runs",
+        flush=True,
     )
-    rows: list[Row] = []
-    benches = (bench_overhead, bench_audit, bench_io, bench_first_n, bench_timeouts, bench_hedge)
-    for bench in benches:
-        rows.extend(bench(args.runs))
-    rows.extend(bench_rate_limit())
-    rows.extend(bench_vote())
-    rows.extend(bulk.bench_shell())
-    rows.extend(bulk.bench_fan_map())
-    rows.extend(llm.bench_ensemble())
-    rows.extend(llm.bench_provider_throughput())
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
+    runs = args.runs
+    groups: dict[str, Callable[[], list[Row]]] = {
+        "overhead": lambda: bench_overhead(runs),
+        "audit": lambda: bench_audit(runs),
+        "io": lambda: bench_io(runs),
+        "first-n": lambda: bench_first_n(runs),
+        "timer": lambda: bench_timeouts(runs),
+        "hedge": lambda: bench_hedge(runs),
+        "rate": bench_rate_limit,
+        "vote": bench_vote,
+        "map": bulk.bench_shell,
+        "fan_map": bulk.bench_fan_map,
+        "ensemble": llm.bench_ensemble,
+        "provider": llm.bench_provider_throughput,
+    }
+    for name, bench in groups.items():
+        if args.only and name not in args.only:
+            continue
+        t0 = time.perf_counter()
+        for row in bench():
+            print(f"{row[0]:<9} {row[1]:<46} {row[2]:<22} {row[3]}", flush=True)
+        print(f"  [{name}: {time.perf_counter() - t0:.0f} s]", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

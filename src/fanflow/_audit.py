@@ -23,7 +23,7 @@ import copy
 import dataclasses
 import pickle
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from ._exceptions import FanOutError
@@ -209,16 +209,49 @@ def _names(tasks: list[str], limit: int = 4) -> str:
     return shown + (f" and {len(tasks) - limit} more" if len(tasks) > limit else "")
 
 
-def audit(tasks: Iterable[Task]) -> AuditReport:
+def _ancestors(needs: Mapping[str, Sequence[str]]) -> dict[str, set[str]]:
+    """Every task each task transitively needs (the graph has no cycles)."""
+    memo: dict[str, set[str]] = {}
+
+    def visit(name: str) -> set[str]:
+        if name not in memo:
+            memo[name] = set()
+            found: set[str] = set()
+            for dep in needs.get(name, ()):
+                found.add(dep)
+                found |= visit(dep)
+            memo[name] = found
+        return memo[name]
+
+    for name in needs:
+        visit(name)
+    return memo
+
+
+def _unordered(names: list[str], before: dict[str, set[str]]) -> list[str]:
+    """The tasks of ``names`` not ordered (by needs) against every other one of them."""
+    if not before:
+        return names
+    return [
+        a
+        for a in names
+        if any(b != a and a not in before.get(b, ()) and b not in before.get(a, ()) for b in names)
+    ]
+
+
+def audit(tasks: Iterable[Task], needs: Mapping[str, Sequence[str]] | None = None) -> AuditReport:
     """Check tasks for hidden dependencies; return what was found.
 
     Finds write/write and read/write conflicts on declared resources
     (``Task(reads=..., writes=...)``; tasks that only read the same resource
-    are fine) and mutable data objects passed to more than one task.
+    are fine) and mutable data objects passed to more than one task. Tasks
+    ordered by ``needs`` (one needs the other, directly or not) run one
+    after the other, so they do not conflict.
 
     Raises:
         TypeError: an item of ``tasks`` is not a :class:`Task`.
     """
+    before = _ancestors(needs) if needs else {}
     task_list = list(tasks)
     for i, t in enumerate(task_list):
         if not isinstance(t, Task):
@@ -234,6 +267,7 @@ def audit(tasks: Iterable[Task]) -> AuditReport:
             for r in t.reads - t.writes:
                 readers.setdefault(r, []).append(t.name)
     for resource, names in writers.items():
+        names = _unordered(names, before) if before else names
         if len(names) > 1:
             report.conflicts.append(
                 Conflict(
@@ -244,8 +278,14 @@ def audit(tasks: Iterable[Task]) -> AuditReport:
                     f"HINT: declare one writer, give each its own resource, or split into stages.",
                 )
             )
-        if resource in readers:
-            reading = readers[resource]
+        if resource in readers and names:
+            reading = [
+                r
+                for r in readers[resource]
+                if any(w not in before.get(r, ()) and r not in before.get(w, ()) for w in names)
+            ]
+            if not reading:
+                continue
             report.conflicts.append(
                 Conflict(
                     "read/write",
@@ -257,7 +297,10 @@ def audit(tasks: Iterable[Task]) -> AuditReport:
                 )
             )
     for value, uses in _shared_arguments(task_list).values():
-        names = [name for name, _ in uses]
+        names = _unordered([name for name, _ in uses], before)
+        if len(names) < 2:
+            continue
+        uses = [u for u in uses if u[0] in names]
         where = ", ".join(f"{name!r} ({place})" for name, place in uses[:4])
         more = f" and {len(uses) - 4} more" if len(uses) > 4 else ""
         report.conflicts.append(
@@ -272,7 +315,9 @@ def audit(tasks: Iterable[Task]) -> AuditReport:
     return report
 
 
-def check_before_run(tasks: Sequence[Task], mode: str) -> AuditReport | None:
+def check_before_run(
+    tasks: Sequence[Task], mode: str, needs: Mapping[str, Sequence[str]] | None = None
+) -> AuditReport | None:
     """Run the audit for ``fan_out(audit=mode)``: raise, warn, or return the report.
 
     Raises:
@@ -284,7 +329,7 @@ def check_before_run(tasks: Sequence[Task], mode: str) -> AuditReport | None:
         raise ValueError(f"audit must be one of {', '.join(map(repr, _MODES))}; got {mode!r}")
     if mode == "off":
         return None
-    report = audit(tasks)
+    report = audit(tasks, needs)
     report.mode = mode
     blocking = report.conflicts
     if mode == "strict":

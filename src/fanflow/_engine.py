@@ -31,7 +31,7 @@ import math
 import time
 import warnings
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ._audit import AuditMode, HiddenDependencyWarning, MutationWatch, check_before_run
@@ -65,6 +65,57 @@ def _is_async_callable(fn: Callable[..., Any]) -> bool:
 
 def _call_in_context(ctx: contextvars.Context, fn: Callable[..., Any], args: Any, kw: Any) -> Any:
     return ctx.run(fn, *args, **kw)
+
+
+class _Upstream:
+    """Placeholder in a task's kwargs: replaced by ``{need: TaskResult}`` at launch."""
+
+    def __repr__(self) -> str:
+        return "UPSTREAM"
+
+
+UPSTREAM = _Upstream()
+
+
+def check_graph(names: Sequence[str], needs: Mapping[str, Sequence[str]]) -> None:
+    """Refuse unknown names and cycles in a ``needs`` graph.
+
+    Raises:
+        ValueError: a task needs an unknown task, or the needs form a cycle
+            (the message spells the cycle out: ``a -> b -> a``).
+    """
+    known = set(names)
+    for name, deps in needs.items():
+        if name not in known:
+            raise ValueError(f"needs names an unknown task {name!r}")
+        for dep in deps:
+            if dep not in known:
+                raise ValueError(f"task {name!r} needs {dep!r}, which is not a task")
+            if dep == name:
+                raise ValueError(f"task {name!r} needs itself")
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    for root in names:
+        if state.get(root):
+            continue
+        stack: list[tuple[str, int]] = [(root, 0)]
+        path: list[str] = []
+        while stack:
+            node, i = stack.pop()
+            if i == 0:
+                state[node] = 1
+                path.append(node)
+            deps = list(needs.get(node, ()))
+            if i < len(deps):
+                stack.append((node, i + 1))
+                dep = deps[i]
+                if state.get(dep) == 1:
+                    cycle = [*path[path.index(dep) :], dep]
+                    raise ValueError(f"the needs form a cycle: {' -> '.join(cycle)}")
+                if not state.get(dep):
+                    stack.append((dep, 0))
+            else:
+                state[node] = 2
+                path.pop()
 
 
 class _TaskState:
@@ -266,13 +317,20 @@ def _check_tasks(tasks: Iterable[Task]) -> list[Task]:
 class _Driver:
     """Runs one fan-out. Create it (which validates), then iterate :meth:`stream`."""
 
-    def __init__(self, tasks: Iterable[Task], options: _Options) -> None:
+    def __init__(
+        self,
+        tasks: Iterable[Task],
+        options: _Options,
+        needs: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
         self.tasks = _check_tasks(tasks)
         self.opts = options
+        if needs:
+            check_graph([t.name for t in self.tasks], needs)
         strategy = copy.copy(options.strategy)
         strategy.start(self.tasks)
         self.strategy = strategy
-        self.audit = check_before_run(self.tasks, options.audit)
+        self.audit = check_before_run(self.tasks, options.audit, needs)
         self._watch: MutationWatch | None = None
         if self.audit is not None and options.audit == "strict":
             watch = MutationWatch(self.tasks, self.audit)
@@ -281,6 +339,8 @@ class _Driver:
         states = [self._make_state(t, i) for i, t in enumerate(self.tasks)]
         self.states: list[_TaskState] = states
         self._init_runtime(options, states)
+        if needs:
+            self._setup_graph(needs)
 
     def _make_state(self, task: Task, index: int) -> _TaskState:
         opts = self.opts
@@ -324,8 +384,26 @@ class _Driver:
         self._filling = False
         self._fill_soon = False
         self._taken = 0  # results the consumer has taken
+        # The needs graph (empty without one): tasks waiting for their needs.
+        self._needs: dict[str, tuple[str, ...]] = {}
+        self._unmet: dict[str, int] = {}
+        self._dependents: dict[str, list[str]] = {}
+        self._blocked: dict[str, _TaskState] = {}
+        self._by_name: dict[str, _TaskState] = {}
         self._source_open = False  # a streaming source may still give tasks
         self._async_source: AsyncIterator[Any] | None = None
+
+    def _setup_graph(self, needs: Mapping[str, Sequence[str]]) -> None:
+        """Hold back tasks with needs until every need has succeeded."""
+        by_name = {s.task.name: s for s in self.states}
+        self._by_name = by_name
+        self._needs = {name: tuple(deps) for name, deps in needs.items() if deps}
+        self._unmet = {name: len(set(deps)) for name, deps in self._needs.items()}
+        for name, deps in self._needs.items():
+            for dep in set(deps):
+                self._dependents.setdefault(dep, []).append(name)
+        self._pending = deque(s for s in self.states if s.task.name not in self._needs)
+        self._blocked = {name: by_name[name] for name in self._needs}
 
     # -- events ---------------------------------------------------------
     def _emit(self, event: Event) -> None:
@@ -447,8 +525,11 @@ class _Driver:
         task = state.task
         fut: asyncio.Future[Any]
         try:
+            kwargs = task.kwargs
+            if self._needs and state.task.name in self._needs:
+                upstream = {d: self._by_name[d].result for d in self._needs[state.task.name]}
+                kwargs = {k: upstream if v is UPSTREAM else v for k, v in kwargs.items()}
             if state.is_async:
-                kwargs = task.kwargs
                 coro = task.fn(*task.args, **kwargs) if kwargs else task.fn(*task.args)
                 if self._watch is not None and self._watch.watches(task.name):
                     coro = self._watch.wrap(task.name, coro)
@@ -461,7 +542,7 @@ class _Driver:
                 ctx.run(_ATTEMPT_KEY.set, attempt)
                 attempt.ctx = ctx
                 fut = loop.run_in_executor(
-                    self._thread_pool(), _call_in_context, ctx, task.fn, task.args, task.kwargs
+                    self._thread_pool(), _call_in_context, ctx, task.fn, task.args, kwargs
                 )
         except Exception as exc:  # e.g. a wrong call signature
             fut = loop.create_future()
@@ -739,6 +820,8 @@ class _Driver:
         self._output(result)
         if self.opts.on_event is not None:
             self._emit(TaskFinished(offset + end, result))
+        if self._dependents.get(state.task.name):
+            self._release_dependents(state.task.name, status, end)
         if (
             (status is Status.OK or status is Status.ERROR or status is Status.TIMEOUT)
             and not self._stopped_by_strategy
@@ -752,6 +835,25 @@ class _Driver:
                 None,
             )
 
+    def _release_dependents(self, name: str, status: Status, end: float) -> None:
+        """A task with dependents settled: start those now ready, skip those now hopeless."""
+        for dependent in self._dependents[name]:
+            state = self._blocked.get(dependent)
+            if state is None:
+                continue
+            if status is Status.OK:
+                self._unmet[dependent] -= 1
+                if self._unmet[dependent] == 0 and not self._stopping:
+                    del self._blocked[dependent]
+                    self._pending.append(state)
+            else:
+                del self._blocked[dependent]
+                why = f"never started: it needs {name!r}, which ended {status.value}"
+                self._finalize(state, Status.SKIPPED, None, None, why, end)
+        if not self._stopping and not self._fill_soon:
+            self._fill_soon = True
+            self._loop.call_soon(self._guard, self._refill)
+
     def _output(self, result: TaskResult) -> None:
         if self._collect:
             self._out.append(result)
@@ -760,7 +862,13 @@ class _Driver:
         """End the fan-out early: cancel running attempts, settle everything else."""
         self._stopping = True
         self._source_open = False
-        leftovers = [*self._pending, *self._waiting, *(state for state, _ in self._urgent)]
+        leftovers = [
+            *self._pending,
+            *self._waiting,
+            *(state for state, _ in self._urgent),
+            *self._blocked.values(),
+        ]
+        self._blocked.clear()
         for attempt in list(self._running):
             if attempt.stop_status is not None or attempt.timed_out:
                 continue
@@ -1019,6 +1127,10 @@ async def fan_out(
             audit=audit,
         ),
     )
+    return await _drive(driver, raise_on_failure)
+
+
+async def _drive(driver: _Driver, raise_on_failure: bool) -> FanInResult:
     stream = driver.stream(collect=False)
     try:
         async for _ in stream:
@@ -1030,6 +1142,46 @@ async def fan_out(
     if not result.ok and raise_on_failure:
         raise _strategy_failed(result)
     return result
+
+
+async def run_graph(
+    tasks: Iterable[Task],
+    needs: Mapping[str, Sequence[str]],
+    *,
+    raise_on_failure: bool = True,
+    **options: Any,
+) -> FanInResult:
+    """:func:`fan_out` over tasks with dependencies (the workflow ``needs:``).
+
+    A task starts as soon as everything it needs has succeeded, independent
+    ones in parallel; a task whose need failed is skipped, with the reason.
+    Tasks that need a value get it where their kwargs hold :data:`UPSTREAM`:
+    ``{need: TaskResult}``. Other options are those of :func:`fan_out`.
+
+    Raises:
+        ValueError: an unknown task in ``needs``, or a cycle (spelled out).
+        StrategyFailed, HiddenDependencyError: as for :func:`fan_out`.
+    """
+    defaults: dict[str, Any] = {
+        "strategy": None,
+        "max_concurrency": _DEFAULT_CONCURRENCY,
+        "timeout": None,
+        "deadline": None,
+        "retry": None,
+        "hedge": None,
+        "rate_limit": None,
+        "executor": "async",
+        "on_event": None,
+        "audit": "error",
+    }
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    merged = {**defaults, **options}
+    driver = _Driver(
+        tasks, _Options(raise_on_failure=raise_on_failure, **merged), needs=dict(needs)
+    )
+    return await _drive(driver, raise_on_failure)
 
 
 def run(

@@ -7,6 +7,7 @@ import click
 from .. import __version__
 from .map import map_command
 from .simulate import simulate
+from .workflow import report, run, schema, validate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,3 +18,5 @@ def main() -> None:
 
 main.add_command(map_command, name="map")
 main.add_command(simulate)
+for command in (run, validate, schema, report):
+    main.add_command(command)

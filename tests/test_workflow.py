@@ -1,0 +1,353 @@
+"""Workflow files: validation errors with file, line and field; needs graphs; run, report."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fanflow as ff
+from fanflow._engine import UPSTREAM, run_graph
+from fanflow._workflow import WorkflowError, build, load
+
+ROOT = Path(__file__).resolve().parent.parent
+
+VALID = textwrap.dedent(
+    """\
+    name: sample
+    params:
+      who: world
+    strategy: {best_effort: {min_success: 1}}
+    timeout: 5s
+    tasks:
+      hello:
+        run: "echo hello {{ params.who }}"
+      shout:
+        needs: [hello]
+        run: "echo {{ tasks.hello.value }} | tr a-z A-Z"
+    """
+)
+
+
+def write(tmp_path: Path, text: str, name: str = "wf.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def fanflow(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fanflow", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "field", "message"),
+    [
+        pytest.param("tasks: [oops", 1, "", "YAML syntax error", id="yaml-syntax"),
+        pytest.param("- just\n- a list\n", 1, "", "a mapping", id="not-a-mapping"),
+        pytest.param(
+            "tasks:\n  a:\n    run: echo\n    timout: 5s\n",
+            4,
+            "tasks.a.timout",
+            "unknown field",
+            id="unknown-field",
+        ),
+        pytest.param(
+            "tasks:\n  a:\n    run: echo\n    timeout: soon\n",
+            4,
+            "tasks.a.timeout",
+            "invalid duration 'soon'",
+            id="bad-duration",
+        ),
+        pytest.param(
+            "tasks:\n  a:\n    run: echo\n    weight: heavy\n",
+            4,
+            "tasks.a.weight",
+            "number",
+            id="wrong-type",
+        ),
+        pytest.param(
+            "strategy: fastest\ntasks:\n  a: {run: echo}\n",
+            1,
+            "strategy.kind",
+            "fastest",
+            id="unknown-strategy",
+        ),
+        pytest.param(
+            "tasks:\n  a:\n    run: echo\n    prompt: hi\n",
+            2,
+            "tasks.a",
+            "exactly one of run, call or prompt",
+            id="two-kinds",
+        ),
+        pytest.param("name: x\n", 1, "tasks", "required", id="no-tasks"),
+        pytest.param(
+            "tasks:\n  a:\n    call: not a target\n",
+            2,
+            "tasks.a",
+            "package.module:function",
+            id="bad-call",
+        ),
+    ],
+)
+def test_schema_errors_name_file_line_and_field(
+    tmp_path: Path, text: str, line: int, field: str, message: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(WorkflowError) as info:
+        build(load(path))
+    error = info.value
+    assert error.line == line and error.field == field
+    assert message in str(error) and str(error).startswith(f"{path}:{line}:")
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        pytest.param(
+            """\
+            tasks:
+              a: {run: echo a}
+              b:
+                run: "echo {{ tasks.a.value }}"
+            """,
+            4,
+            "task 'b' uses the value of task 'a' without needing it",
+            id="hidden-dependency",
+        ),
+        pytest.param(
+            """\
+            tasks:
+              a: {run: echo, needs: [b]}
+              b: {run: echo, needs: [c]}
+              c: {run: echo, needs: [a]}
+            """,
+            2,
+            "cycle: a -> b -> c -> a",
+            id="cycle",
+        ),
+        pytest.param(
+            "tasks:\n  a: {run: echo, needs: [ghost]}\n",
+            2,
+            "'ghost', which is not a task",
+            id="unknown-need",
+        ),
+        pytest.param(
+            "tasks:\n  a: {run: 'echo {{ params.nope }}'}\n",
+            2,
+            "unknown parameter 'nope'",
+            id="unknown-param",
+        ),
+        pytest.param(
+            "tasks:\n  a: {call: 'no_such_module:fn'}\n",
+            2,
+            "cannot import 'no_such_module:fn'",
+            id="bad-import",
+        ),
+        pytest.param(
+            "tasks:\n  a: {run: echo, writes: [db]}\n  b: {run: echo, writes: [db]}\n",
+            2,
+            "write/write conflict on resource 'db'",
+            id="audit-conflict",
+        ),
+        pytest.param("tasks:\n  a: {prompt: hi}\n", 2, "needs llm", id="prompt-without-llm"),
+    ],
+)
+def test_reference_graph_and_audit_errors(
+    tmp_path: Path, text: str, line: int, message: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(WorkflowError) as info:
+        build(load(path))
+    assert message in str(info.value) and info.value.line == line
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(WorkflowError, match="no such file"):
+        load(tmp_path / "nope.yaml")
+
+
+def test_writers_ordered_by_needs_do_not_conflict(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "tasks:\n  a: {run: echo, writes: [db]}\n  b: {run: echo, writes: [db], needs: [a]}\n",
+    )
+    assert len(build(load(path)).tasks) == 2
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.integers(0, len(VALID) - 1),
+    st.integers(0, 8),
+    st.text(alphabet=":{}[]-#'\"\n abc0123456789", max_size=8),
+)
+def test_fuzzed_workflows_fail_cleanly(tmp_path: Path, at: int, cut: int, insert: str) -> None:
+    text = VALID[:at] + insert + VALID[at + cut :]
+    path = tmp_path / "fuzz.yaml"
+    path.write_text(text)
+    try:
+        build(load(path))
+    except WorkflowError as exc:  # the only exception a user's file may cause
+        assert str(exc).startswith(str(path))  # noqa: PT017
+
+
+def test_cli_validate_and_errors_without_traceback(tmp_path: Path) -> None:
+    good = write(tmp_path, VALID)
+    out = fanflow("validate", str(good))
+    assert out.returncode == 0 and "ok - 2 tasks" in out.stdout
+    bad = write(tmp_path, "tasks:\n  a:\n    run: echo\n    timeout: soon\n", "bad.yaml")
+    out = fanflow("validate", str(bad))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"{bad}:4: tasks.a.timeout: invalid duration" in out.stderr
+    out = fanflow("run", str(tmp_path / "missing.yaml"))
+    assert out.returncode == 2 and "no such file" in out.stderr
+
+
+def test_cli_schema_is_json_schema() -> None:
+    out = fanflow("schema")
+    schema = json.loads(out.stdout)
+    assert "tasks" in schema["properties"] and schema["title"] == "Workflow"
+
+
+def test_cli_run_with_needs_json_and_html(tmp_path: Path) -> None:
+    wf = write(
+        tmp_path,
+        """\
+        name: graph
+        params: {who: "$(touch PWNED); world"}
+        timeout: 5s
+        tasks:
+          hello: {run: "echo hello {{ params.who }}"}
+          shout:
+            needs: [hello]
+            run: "echo {{ tasks.hello.value }} | tr a-z A-Z"
+          broken: {run: "exit 3"}
+          after-broken: {run: echo never, needs: [broken]}
+        """,
+    )
+    out = fanflow("run", str(wf), "--json", "run.json", "--html", "run.html", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert not (tmp_path / "PWNED").exists()  # parameters and values are quoted
+    report = json.loads((tmp_path / "run.json").read_text())
+    results = {r["name"]: r for r in report["result"]["results"]}
+    assert results["shout"]["value"] == "HELLO $(TOUCH PWNED); WORLD"
+    assert results["broken"]["status"] == "error"
+    assert results["after-broken"]["status"] == "skipped"
+    assert "needs 'broken', which ended error" in results["after-broken"]["reason"]
+    assert report["spec_sha256"] and report["workflow"] == "graph"
+    page = (tmp_path / "run.html").read_text()
+    attempts = sum(len(r["history"]) for r in report["result"]["results"])
+    assert page.count('<rect class="attempt') == attempts == 3
+    assert "<script" not in page and "http" not in page.replace("http://www.w3.org/2000/svg", "")
+    assert "skipped" in out.stdout and "coverage" in out.stdout
+
+
+def test_cli_run_exit_1_when_the_strategy_fails(tmp_path: Path) -> None:
+    wf = write(
+        tmp_path, "strategy: all_or_nothing\ntasks:\n  a: {run: 'exit 1'}\n  b: {run: echo}\n"
+    )
+    assert fanflow("run", str(wf)).returncode == 1
+
+
+def test_cli_report_command(tmp_path: Path) -> None:
+    wf = write(tmp_path, VALID)
+    assert fanflow("run", str(wf), "--json", str(tmp_path / "r.json")).returncode == 0
+    out = fanflow("report", str(tmp_path / "r.json"), "-o", str(tmp_path / "r.html"))
+    assert out.returncode == 0 and (tmp_path / "r.html").read_text().startswith("<!doctype html>")
+    (tmp_path / "junk.json").write_text("{}")
+    bad = fanflow("report", str(tmp_path / "junk.json"), "-o", str(tmp_path / "x.html"))
+    assert bad.returncode == 2 and "not a fanflow run report" in bad.stderr
+
+
+async def test_a_slow_independent_branch_overlaps_the_dependent_chain() -> None:
+    events: list[tuple[str, str]] = []
+
+    async def step(upstream: Any, delay: float) -> str:
+        await asyncio.sleep(delay)
+        return "done"
+
+    def task(name: str, delay: float) -> ff.Task:
+        return ff.Task(name, step, kwargs={"upstream": UPSTREAM, "delay": delay})
+
+    def record(event: ff.Event) -> None:
+        if isinstance(event, ff.TaskStarted):
+            events.append(("start", event.name))
+        elif isinstance(event, ff.TaskFinished):
+            events.append(("end", event.result.name))
+
+    tasks = [task("a", 0.01), task("b", 0.01), task("c", 0.01), task("slow", 0.3)]
+    result = await run_graph(tasks, {"b": ["a"], "c": ["b"]}, on_event=record)
+    assert result.ok
+    # The chain a -> b -> c runs to its end while the slow branch is still going.
+    assert events.index(("end", "c")) < events.index(("end", "slow"))
+    assert events.index(("start", "b")) > events.index(("end", "a"))
+    assert events.index(("start", "c")) > events.index(("end", "b"))
+
+
+async def test_dependents_get_their_needs_results() -> None:
+    async def first(upstream: Any) -> int:
+        return 20
+
+    async def second(upstream: Any) -> int:
+        return upstream["first"].value + 1
+
+    tasks = [
+        ff.Task("first", first, kwargs={"upstream": UPSTREAM}),
+        ff.Task("second", second, kwargs={"upstream": UPSTREAM}),
+    ]
+    result = await run_graph(tasks, {"second": ["first"]})
+    assert result.value == {"first": 20, "second": 21}
+
+
+@pytest.mark.parametrize("example", ["validation.yaml"])
+def test_validation_example_runs(example: str) -> None:
+    out = fanflow("run", f"examples/{example}")
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"ok: all 4 tasks ok", out.stdout)
+
+
+def test_validation_example_catches_a_bad_file(tmp_path: Path) -> None:
+    bad = tmp_path / "orders.json"
+    bad.write_text('[{"id": "A", "items": [{"sku": "x", "qty": 1, "price": 2}], "total": 3}]')
+    out = fanflow("run", "examples/validation.yaml", "--set", f"file={bad}")
+    assert out.returncode == 1 and "total 3 != 2" in out.stdout
+
+
+def test_research_and_ensemble_examples_run_offline() -> None:
+    out = subprocess.run(
+        [sys.executable, "examples/demo.py"], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "synthesize" in out.stdout and "stale-mirror" in out.stdout
+    assert "value: '42'" in out.stdout  # the ensemble example's majority
+    assert (ROOT / "demo-output" / "research.html").exists()
+
+
+def test_bulk_example_resumes(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "examples/bulk_processing.py", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    first, second = out.stdout.splitlines()
+    assert first.startswith("20000 records ok (0 replayed")
+    assert second.startswith("20000 records ok (20000 replayed")
