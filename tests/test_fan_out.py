@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import io
+import sys
 import threading
 import time
 from typing import Any
@@ -395,3 +397,26 @@ class TestBadArguments:
     async def test_single_task_instead_of_list(self, started: list[str]) -> None:
         with pytest.raises(TypeError, match="pass \\[task\\]"):
             await ff.fan_out(self.tasks(started)[0])  # type: ignore[arg-type]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_progress_bar_on_a_terminal_and_silence_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tasks = [ff.Task(f"t{i}", ticks, args=(i, i, i == 2)) for i in range(3)]
+    seen: list[str] = []
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    result = await ff.fan_out(
+        tasks, progress=True, on_event=lambda e: seen.append(type(e).__name__)
+    )
+    assert "fanflow" in terminal.getvalue()  # the bar was drawn
+    assert seen[-1] == "FanOutFinished" and len(result.results) == 3  # events still delivered
+    pipe = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", pipe)
+    await ff.fan_out(tasks, progress=True)
+    assert pipe.getvalue() == ""

@@ -218,6 +218,7 @@ class _Options:
         "hedge",
         "limit",
         "on_event",
+        "progress",
         "raise_on_failure",
         "rate_limit",
         "retry",
@@ -239,6 +240,7 @@ class _Options:
         on_event: EventHandler | None,
         raise_on_failure: bool,
         audit: AuditMode = "error",
+        progress: bool = False,
     ) -> None:
         if strategy is None:
             strategy = BestEffort()
@@ -291,6 +293,7 @@ class _Options:
         self.on_event = on_event
         self.raise_on_failure = bool(raise_on_failure)
         self.audit = audit
+        self.progress = bool(progress)
 
 
 def _check_tasks(tasks: Iterable[Task]) -> list[Task]:
@@ -325,6 +328,10 @@ class _Driver:
     ) -> None:
         self.tasks = _check_tasks(tasks)
         self.opts = options
+        if options.progress:
+            from ._progress import ProgressBar
+
+            options.on_event = ProgressBar(len(self.tasks), options.on_event)
         if needs:
             check_graph([t.name for t in self.tasks], needs)
         strategy = copy.copy(options.strategy)
@@ -1063,6 +1070,7 @@ async def fan_out(
     on_event: EventHandler | None = None,
     raise_on_failure: bool = True,
     audit: AuditMode = "error",
+    progress: bool = False,
 ) -> FanInResult:
     """Run independent tasks concurrently and fan their results in.
 
@@ -1084,6 +1092,8 @@ async def fan_out(
         rate_limit: a :class:`RateLimit`, which may be shared between fan-outs.
         executor: where plain callables run; ``"async"`` (worker threads).
         on_event: called (sync or async) with each :class:`Event` in order.
+        progress: show a progress bar on stderr while it runs (on a
+            terminal only).
         raise_on_failure: raise :class:`StrategyFailed` when the strategy is
             not satisfied (default); ``False`` returns the result with
             ``ok == False``.
@@ -1125,6 +1135,7 @@ async def fan_out(
             on_event=on_event,
             raise_on_failure=raise_on_failure,
             audit=audit,
+            progress=progress,
         ),
     )
     return await _drive(driver, raise_on_failure)
@@ -1173,6 +1184,7 @@ async def run_graph(
         "executor": "async",
         "on_event": None,
         "audit": "error",
+        "progress": False,
     }
     unknown = set(options) - set(defaults)
     if unknown:
@@ -1198,6 +1210,7 @@ def run(
     on_event: EventHandler | None = None,
     raise_on_failure: bool = True,
     audit: AuditMode = "error",
+    progress: bool = False,
 ) -> FanInResult:
     """:func:`fan_out` for synchronous callers: runs it in a new event loop.
 
@@ -1231,6 +1244,7 @@ def run(
             on_event=on_event,
             raise_on_failure=raise_on_failure,
             audit=audit,
+            progress=progress,
         )
     )
 
@@ -1268,6 +1282,7 @@ class as_completed(AsyncIterator[TaskResult]):
         on_event: EventHandler | None = None,
         raise_on_failure: bool = True,
         audit: AuditMode = "error",
+        progress: bool = False,
     ) -> None:
         self._driver = _Driver(
             tasks,
@@ -1283,6 +1298,7 @@ class as_completed(AsyncIterator[TaskResult]):
                 on_event=on_event,
                 raise_on_failure=raise_on_failure,
                 audit=audit,
+                progress=progress,
             ),
         )
         self._raise = raise_on_failure

@@ -75,8 +75,8 @@ def render_html(report: dict[str, Any]) -> str:
         return float(left + (t - t0) / span * width)
 
     parts = [
-        f'<svg class="timeline" width="{left + width + 20}" height="{height}" '
-        f'viewBox="0 0 {left + width + 20} {height}" xmlns="http://www.w3.org/2000/svg" '
+        f'<svg class="timeline" width="{left + width + 70}" height="{height}" '
+        f'viewBox="0 0 {left + width + 70} {height}" xmlns="http://www.w3.org/2000/svg" '
         'role="img" aria-label="timeline of attempts">'
     ]
     for i in range(6):
