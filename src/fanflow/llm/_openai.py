@@ -7,14 +7,13 @@ retries are off: fanflow's :class:`~fanflow.Retry` owns retrying.
 
 from __future__ import annotations
 
-import asyncio
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._exceptions import PermanentError, ServiceError, TransientError
 from ._base import Completion, Message, TokenUsage, _Metered, to_messages
 from ._errors import from_status
+from ._sdk import SDKChat
 
 __all__ = ["OpenAIChat"]
 
@@ -40,7 +39,7 @@ def _message(exc: Exception) -> str:
     return str(getattr(exc, "message", None) or exc)
 
 
-class OpenAIChat:
+class OpenAIChat(SDKChat):
     """A chat model behind an OpenAI-compatible API.
 
     Args:
@@ -68,44 +67,27 @@ class OpenAIChat:
         params: Mapping[str, Any] | None = None,
         name: str | None = None,
     ) -> None:
-        if not isinstance(model, str) or not model:
-            raise ValueError(f"model must be a non-empty string; got {model!r}")
-        self.model = model
-        self.base_url = base_url
-        self.api_key_env = api_key_env
-        self.timeout = timeout
-        self.params = dict(params or {})
-        self.name = name or (f"openai:{model}" + (f"@{base_url}" if base_url else ""))
-        self._clients: dict[int, tuple[asyncio.AbstractEventLoop, Any]] = {}
+        super().__init__(
+            model,
+            base_url=base_url,
+            api_key_env=api_key_env,
+            timeout=timeout,
+            params=params,
+            name=name,
+        )
 
-    def __repr__(self) -> str:
-        return f"OpenAIChat(model={self.model!r}, base_url={self.base_url!r})"
+    provider = "openai"
 
-    def _client(self) -> Any:
-        # An SDK client holds a connection pool bound to one event loop.
-        loop = asyncio.get_running_loop()
-        entry = self._clients.get(id(loop))
-        if entry is not None and entry[0] is loop:
-            return entry[1]
+    def _new_client(self, key: str) -> Any:
         try:
             import openai
         except ImportError as exc:  # pragma: no cover - depends on the extra
             raise ImportError(
                 "OpenAIChat needs the openai package: pip install 'fanflow[llm]'"
             ) from exc
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        if not key:
-            if self.base_url is None:
-                raise PermanentError(
-                    f"openai: the environment variable {self.api_key_env} is not set"
-                )
-            key = "no-key"  # local OpenAI-compatible servers usually need none
-        client = openai.AsyncOpenAI(
+        return openai.AsyncOpenAI(
             api_key=key, base_url=self.base_url, max_retries=0, timeout=self.timeout
         )
-        self._clients = {k: v for k, v in self._clients.items() if not v[0].is_closed()}
-        self._clients[id(loop)] = (loop, client)
-        return client
 
     async def complete(self, prompt: str | Sequence[Message], **params: Any) -> Completion:
         """Send a chat completion request; return the answer.
@@ -138,16 +120,3 @@ class OpenAIChat:
             TokenUsage(input_tokens or 0, output_tokens or 0),
             latency,
         )
-
-    async def aclose(self) -> None:
-        """Close the HTTP client this provider opened on the running loop."""
-        loop = asyncio.get_running_loop()
-        entry = self._clients.pop(id(loop), None)
-        if entry is not None:
-            await entry[1].close()
-
-    async def __aenter__(self) -> OpenAIChat:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
