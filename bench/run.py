@@ -391,6 +391,7 @@ def main() -> None:
         "vote": bench_vote,
         "map": bulk.bench_shell,
         "fan_map": bulk.bench_fan_map,
+        "process": bulk.bench_process,
         "ensemble": llm.bench_ensemble,
         "provider": llm.bench_provider_throughput,
     }

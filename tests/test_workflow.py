@@ -351,3 +351,10 @@ def test_bulk_example_resumes(tmp_path: Path) -> None:
     first, second = out.stdout.splitlines()
     assert first.startswith("20000 records ok (0 replayed")
     assert second.startswith("20000 records ok (20000 replayed")
+
+
+def test_llm_option_supplies_the_model(tmp_path: Path) -> None:
+    wf = write(tmp_path, "tasks:\n  a: {prompt: hello}\n")
+    assert fanflow("validate", str(wf)).returncode == 2
+    out = fanflow("validate", str(wf), "--llm", "openai:gpt-4o-mini")
+    assert out.returncode == 0, out.stderr

@@ -45,6 +45,8 @@ from ._strategies import BestEffort, Strategy
 from ._task import Task, _check_timeout
 from ._types import Status
 from ._usage import _ATTEMPT_KEY, _LEDGER, _Ledger
+from .executors import Process
+from .executors._process import ProcessPool
 
 __all__ = ["as_completed", "fan_out", "run"]
 
@@ -218,6 +220,7 @@ class _Options:
         "hedge",
         "limit",
         "on_event",
+        "process",
         "progress",
         "raise_on_failure",
         "rate_limit",
@@ -236,7 +239,7 @@ class _Options:
         retry: Retry | None,
         hedge: Hedge | None,
         rate_limit: RateLimit | None,
-        executor: str,
+        executor: str | Process,
         on_event: EventHandler | None,
         raise_on_failure: bool,
         audit: AuditMode = "error",
@@ -277,10 +280,20 @@ class _Options:
         ):
             if value is not None and not isinstance(value, kind):
                 raise TypeError(f"{what} or None; got {value!r}")
-        if executor != "async":
+        from .executors import Process
+
+        self.process: Process | None = None
+        if executor == "process":
+            self.process = Process()
+        elif isinstance(executor, Process):
+            self.process = executor
+        elif executor != "async":
             raise ValueError(
-                f"executor must be 'async' (the only executor so far); got {executor!r}"
+                "executor must be 'async', 'process' or ff.executors.Process(...); "
+                f"got {executor!r}"
             )
+        if self.process is not None:
+            limit = min(limit, self.process.workers)
         if on_event is not None and not callable(on_event):
             raise TypeError(f"on_event must be callable; got {on_event!r}")
         self.strategy = strategy
@@ -378,6 +391,7 @@ class _Driver:
         self._closed = False
         self._first_error: BaseException | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._procs: ProcessPool | None = None
         self._deadline_handle: asyncio.TimerHandle | None = None
         self._deadline_at = math.inf
         self._collect = True
@@ -451,7 +465,11 @@ class _Driver:
     # -- launching ------------------------------------------------------
     def _cap(self) -> float:
         adaptive = self._adaptive
-        return adaptive.limit if adaptive is not None else self.opts.limit
+        if adaptive is None:
+            return self.opts.limit
+        if self.opts.process is not None:
+            return min(adaptive.limit, self.opts.process.workers)
+        return adaptive.limit
 
     def _fill(self) -> None:
         if len(self._running) >= self._cap() or self._stopping:
@@ -536,7 +554,11 @@ class _Driver:
             if self._needs and state.task.name in self._needs:
                 upstream = {d: self._by_name[d].result for d in self._needs[state.task.name]}
                 kwargs = {k: upstream if v is UPSTREAM else v for k, v in kwargs.items()}
-            if state.is_async:
+            if self.opts.process is not None:
+                if self._procs is None:
+                    self._procs = ProcessPool(self.opts.process, loop)
+                fut = self._procs.submit(task.name, task.fn, task.args, kwargs)
+            elif state.is_async:
                 coro = task.fn(*task.args, **kwargs) if kwargs else task.fn(*task.args)
                 if self._watch is not None and self._watch.watches(task.name):
                     coro = self._watch.wrap(task.name, coro)
@@ -1045,6 +1067,9 @@ class _Driver:
                 # Cancelled while cleaning up: still wait for the attempts
                 # (they are cancelled already), then pass the cancellation on.
                 recancelled = True
+        if self._procs is not None:
+            self._procs.close()  # idle workers exit; a busy one was killed above
+            self._procs = None
         if self._pool is not None:
             # Queued jobs are dropped; a job already running in a thread cannot
             # be interrupted, and its result is discarded.
@@ -1066,7 +1091,7 @@ async def fan_out(
     retry: Retry | None = None,
     hedge: Hedge | None = None,
     rate_limit: RateLimit | None = None,
-    executor: str = "async",
+    executor: str | Process = "async",
     on_event: EventHandler | None = None,
     raise_on_failure: bool = True,
     audit: AuditMode = "error",
@@ -1090,7 +1115,10 @@ async def fan_out(
             ``None``: no retries.
         hedge: a :class:`Hedge` policy: race a duplicate against slow attempts.
         rate_limit: a :class:`RateLimit`, which may be shared between fan-outs.
-        executor: where plain callables run; ``"async"`` (worker threads).
+        executor: where attempts run: ``"async"`` (coroutines on the loop,
+            plain callables in threads), ``"process"`` or
+            ``ff.executors.Process(workers=...)`` (worker processes, killed
+            on timeout or cancellation; concurrency is capped at the workers).
         on_event: called (sync or async) with each :class:`Event` in order.
         progress: show a progress bar on stderr while it runs (on a
             terminal only).
@@ -1206,7 +1234,7 @@ def run(
     retry: Retry | None = None,
     hedge: Hedge | None = None,
     rate_limit: RateLimit | None = None,
-    executor: str = "async",
+    executor: str | Process = "async",
     on_event: EventHandler | None = None,
     raise_on_failure: bool = True,
     audit: AuditMode = "error",
@@ -1278,7 +1306,7 @@ class as_completed(AsyncIterator[TaskResult]):
         retry: Retry | None = None,
         hedge: Hedge | None = None,
         rate_limit: RateLimit | None = None,
-        executor: str = "async",
+        executor: str | Process = "async",
         on_event: EventHandler | None = None,
         raise_on_failure: bool = True,
         audit: AuditMode = "error",

@@ -229,7 +229,7 @@ class fan_map(AsyncIterator[TaskResult]):
         journal: str | Path | Journal | None = None,
         key: Callable[[Any], Any] | None = None,
         serialize: Callable[[Any], Any] | None = None,
-        executor: str = "async",
+        executor: Any = "async",
         on_event: EventHandler | None = None,
     ) -> None:
         if not callable(fn):

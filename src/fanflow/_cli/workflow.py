@@ -18,11 +18,15 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-def _load(path: str, overrides: tuple[str, ...]) -> Any:
+def _load(path: str, overrides: tuple[str, ...], llm: str | None = None) -> Any:
     from .._workflow import WorkflowError, build, load
 
     try:
-        return build(load(path, list(overrides)))
+        loaded = load(path, list(overrides))
+        if llm is not None:
+            # The model for prompt tasks and the synthesis that name none.
+            loaded.workflow = loaded.workflow.model_copy(update={"llm": llm})
+        return build(loaded)
     except WorkflowError as exc:
         _fail(str(exc))
 
@@ -30,9 +34,12 @@ def _load(path: str, overrides: tuple[str, ...]) -> Any:
 @click.command()
 @click.argument("workflow", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Set a parameter.")
-def validate(workflow: str, overrides: tuple[str, ...]) -> None:
+@click.option(
+    "--llm", metavar="URI", help="Model for prompts that name none, e.g. openai:gpt-4o-mini."
+)
+def validate(workflow: str, overrides: tuple[str, ...], llm: str | None) -> None:
     """Check WORKFLOW: the schema, references, needs graph and independence audit."""
-    plan = _load(workflow, overrides)
+    plan = _load(workflow, overrides, llm)
     graph = f", needs graph of {len(plan.needs)} dependent task(s)" if plan.needs else ""
     click.echo(
         f"{workflow}: ok - {len(plan.tasks)} tasks{graph}; audit found no hidden dependencies"
@@ -72,8 +79,15 @@ def report(run_json: str, output: str) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Set a parameter.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the run report.")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write an HTML report.")
+@click.option(
+    "--llm", metavar="URI", help="Model for prompts that name none, e.g. openai:gpt-4o-mini."
+)
 def run(
-    workflow: str, overrides: tuple[str, ...], json_out: str | None, html_out: str | None
+    workflow: str,
+    overrides: tuple[str, ...],
+    json_out: str | None,
+    html_out: str | None,
+    llm: str | None,
 ) -> None:
     """Run WORKFLOW: fan its tasks out, show progress, then the summary.
 
@@ -82,7 +96,7 @@ def run(
     """
     from .._workflow._report import render_html
 
-    plan = _load(workflow, overrides)
+    plan = _load(workflow, overrides, llm)
     code, report_data = asyncio.run(_run(plan))
     if json_out:
         Path(json_out).write_text(json.dumps(report_data, indent=2), encoding="utf-8")
