@@ -143,3 +143,57 @@ def bench_process(tasks: int = 1000, work: int = 20_000, runs: int = 3) -> list[
             f"{took / base:.2f}x (each attempt killable; workers start fresh)",
         ),
     ]
+
+
+def _noop(x: int) -> int:
+    return x
+
+
+def bench_ray(tasks: int = 1000, runs: int = 3) -> list[Row]:
+    """Per-task overhead of fanflow on Ray vs bare ray.remote + ray.get."""
+    import asyncio
+
+    import ray
+
+    import fanflow as ff
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = ray.remote(_noop)
+        ray.get([remote.remote(i) for i in range(50)])  # warm the workers
+
+        def bare() -> float:
+            t0 = time.perf_counter()
+            ray.get([remote.remote(i) for i in range(tasks)])
+            return time.perf_counter() - t0
+
+        executor = ff.executors.Ray()
+
+        def fanflow() -> float:
+            async def go() -> None:
+                jobs = [ff.Task(str(i), _noop, args=(i,)) for i in range(tasks)]
+                await ff.fan_out(jobs, executor=executor, max_concurrency=None)
+
+            t0 = time.perf_counter()
+            asyncio.run(go())
+            return time.perf_counter() - t0
+
+        fanflow()  # warm-up
+        base = statistics.median(bare() for _ in range(runs))
+        took = statistics.median(fanflow() for _ in range(runs))
+    finally:
+        ray.shutdown()
+    return [
+        (
+            "ray",
+            f"ray.remote + ray.get, {tasks} no-op tasks",
+            f"{base / tasks * 1e3:.2f} ms/task",
+            "1.00x",
+        ),
+        (
+            "ray",
+            "fan_out(executor=ff.executors.Ray())",
+            f"{took / tasks * 1e3:.2f} ms/task",
+            f"{took / base:.2f}x (target <= 1.2x)",
+        ),
+    ]

@@ -392,6 +392,7 @@ def main() -> None:
         "map": bulk.bench_shell,
         "fan_map": bulk.bench_fan_map,
         "process": bulk.bench_process,
+        "ray": bulk.bench_ray,
         "ensemble": llm.bench_ensemble,
         "provider": llm.bench_provider_throughput,
     }

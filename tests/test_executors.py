@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,18 @@ import pytest
 
 import fanflow as ff
 
-EXECUTORS = ["coroutine", "thread", "process"]
+EXECUTORS = ["coroutine", "thread", "process", "ray"]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    """A local Ray cluster for the whole session (2 CPUs), shut down at the end."""
+    ray = pytest.importorskip("ray")
+    # The tasks' functions live in this test module: ship them by value.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
 
 
 def work_sync(delay: float, value: Any = None, fail: bool = False, mark: str = "") -> Any:
@@ -44,6 +57,8 @@ def task(kind: str, name: str, *args: Any, **kwargs: Any) -> ff.Task:
 
 
 def executor(kind: str) -> Any:
+    if kind == "ray":
+        return ff.executors.Ray(num_cpus=0.25)
     return ff.executors.Process(workers=4) if kind == "process" else "async"
 
 
@@ -57,6 +72,8 @@ def running(pid: int) -> bool:
 
 @pytest.fixture(params=EXECUTORS)
 def kind(request: pytest.FixtureRequest) -> str:
+    if request.param == "ray":
+        request.getfixturevalue("ray_cluster")
     return str(request.param)
 
 
@@ -71,7 +88,7 @@ async def test_statuses_values_and_errors(kind: str) -> None:
     assert result["ok"].value == 42
     error = result["err"].error
     assert isinstance(error, ValueError) and str(error) == "failed after 0.0"
-    if kind == "process":
+    if kind in ("process", "ray"):
         assert "work_sync" in str(error.__cause__)  # the worker's traceback
     assert not (asyncio.all_tasks() - {asyncio.current_task()})
 
@@ -90,7 +107,7 @@ async def test_first_n_cancels_the_losers(kind: str, tmp_path: Path) -> None:
 async def test_partial_failure_and_deadline(kind: str) -> None:
     tasks = [task(kind, f"t{i}", 0.0, i, i == 1) for i in range(3)]
     tasks.append(task(kind, "late", 5.0))
-    result = await ff.fan_out(tasks, executor=executor(kind), deadline=0.5, max_concurrency=4)
+    result = await ff.fan_out(tasks, executor=executor(kind), deadline=2.0, max_concurrency=4)
     assert result.ok and result.value == {"t0": 0, "t2": 2}
     assert result["t1"].status == "error" and result["late"].status == "timeout"
 
@@ -149,3 +166,12 @@ async def test_bad_executor_is_refused() -> None:
         await ff.fan_out([ff.Task("a", print)], executor="gpu")
     with pytest.raises(ValueError, match="workers"):
         ff.executors.Process(workers=0)
+
+
+async def test_ray_per_task_resources(ray_cluster: Any) -> None:
+    heavy = ff.executors.Ray(num_cpus=0.25, resources={"big": {"num_cpus": 2}})
+    result = await ff.fan_out(
+        [ff.Task("big", work_sync, args=(0.0, "b")), ff.Task("small", work_sync, args=(0.0, "s"))],
+        executor=heavy,
+    )
+    assert result.value == {"big": "b", "small": "s"}

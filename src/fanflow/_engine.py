@@ -45,7 +45,7 @@ from ._strategies import BestEffort, Strategy
 from ._task import Task, _check_timeout
 from ._types import Status
 from ._usage import _ATTEMPT_KEY, _LEDGER, _Ledger
-from .executors import Process
+from .executors import Process, Ray
 from .executors._process import ProcessPool
 
 __all__ = ["as_completed", "fan_out", "run"]
@@ -224,6 +224,7 @@ class _Options:
         "progress",
         "raise_on_failure",
         "rate_limit",
+        "ray",
         "retry",
         "strategy",
         "timeout",
@@ -239,7 +240,7 @@ class _Options:
         retry: Retry | None,
         hedge: Hedge | None,
         rate_limit: RateLimit | None,
-        executor: str | Process,
+        executor: str | Process | Ray,
         on_event: EventHandler | None,
         raise_on_failure: bool,
         audit: AuditMode = "error",
@@ -280,16 +281,20 @@ class _Options:
         ):
             if value is not None and not isinstance(value, kind):
                 raise TypeError(f"{what} or None; got {value!r}")
-        from .executors import Process
+        from .executors import Process, Ray
 
         self.process: Process | None = None
-        if executor == "process":
+        self.ray: Ray | None = None
+        if isinstance(executor, Ray):
+            self.ray = executor
+        elif executor == "process":
             self.process = Process()
         elif isinstance(executor, Process):
             self.process = executor
         elif executor != "async":
             raise ValueError(
-                "executor must be 'async', 'process' or ff.executors.Process(...); "
+                "executor must be 'async', 'process', ff.executors.Process(...) or "
+                "ff.executors.Ray(...); "
                 f"got {executor!r}"
             )
         if self.process is not None:
@@ -554,7 +559,9 @@ class _Driver:
             if self._needs and state.task.name in self._needs:
                 upstream = {d: self._by_name[d].result for d in self._needs[state.task.name]}
                 kwargs = {k: upstream if v is UPSTREAM else v for k, v in kwargs.items()}
-            if self.opts.process is not None:
+            if self.opts.ray is not None:
+                fut = self.opts.ray.submit(loop, task.name, task.fn, task.args, kwargs)
+            elif self.opts.process is not None:
                 if self._procs is None:
                     self._procs = ProcessPool(self.opts.process, loop)
                 fut = self._procs.submit(task.name, task.fn, task.args, kwargs)
@@ -1091,7 +1098,7 @@ async def fan_out(
     retry: Retry | None = None,
     hedge: Hedge | None = None,
     rate_limit: RateLimit | None = None,
-    executor: str | Process = "async",
+    executor: str | Process | Ray = "async",
     on_event: EventHandler | None = None,
     raise_on_failure: bool = True,
     audit: AuditMode = "error",
@@ -1118,7 +1125,9 @@ async def fan_out(
         executor: where attempts run: ``"async"`` (coroutines on the loop,
             plain callables in threads), ``"process"`` or
             ``ff.executors.Process(workers=...)`` (worker processes, killed
-            on timeout or cancellation; concurrency is capped at the workers).
+            on timeout or cancellation; concurrency is capped at the workers),
+            or ``ff.executors.Ray(...)`` (Ray remote tasks, stopped with
+            ``ray.cancel``).
         on_event: called (sync or async) with each :class:`Event` in order.
         progress: show a progress bar on stderr while it runs (on a
             terminal only).
@@ -1234,7 +1243,7 @@ def run(
     retry: Retry | None = None,
     hedge: Hedge | None = None,
     rate_limit: RateLimit | None = None,
-    executor: str | Process = "async",
+    executor: str | Process | Ray = "async",
     on_event: EventHandler | None = None,
     raise_on_failure: bool = True,
     audit: AuditMode = "error",
@@ -1306,7 +1315,7 @@ class as_completed(AsyncIterator[TaskResult]):
         retry: Retry | None = None,
         hedge: Hedge | None = None,
         rate_limit: RateLimit | None = None,
-        executor: str | Process = "async",
+        executor: str | Process | Ray = "async",
         on_event: EventHandler | None = None,
         raise_on_failure: bool = True,
         audit: AuditMode = "error",
