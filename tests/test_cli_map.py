@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import running
+
 
 def fanflow(
     *args: str, stdin: str | None = None, cwd: Path | None = None
@@ -21,15 +23,6 @@ def fanflow(
         cwd=cwd,
         timeout=60,
     )
-
-
-def running(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie, dead but unreaped, is not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 HOSTILE = [

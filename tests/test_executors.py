@@ -14,6 +14,8 @@ import pytest
 
 import fanflow as ff
 
+from .conftest import running
+
 EXECUTORS = ["coroutine", "thread", "process", "ray"]
 
 
@@ -60,14 +62,6 @@ def executor(kind: str) -> Any:
     if kind == "ray":
         return ff.executors.Ray(num_cpus=0.25)
     return ff.executors.Process(workers=4) if kind == "process" else "async"
-
-
-def running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 @pytest.fixture(params=EXECUTORS)
