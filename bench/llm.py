@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -136,5 +137,92 @@ def bench_provider_throughput(n: int = 2000, limit: int = 64) -> list[Row]:
             f"fan_out of prompt tasks, max_concurrency={limit}",
             f"{n / t:.0f}/s",
             f"{base / t:.2f}x the bare SDK's throughput",
+        ),
+    ]
+
+
+def bench_plan(runs: int = 3) -> list[Row]:
+    """A 4-level plan: plan.run (parallel graph) vs ReAct-style one step at a time."""
+    import json
+    import random
+
+    from fanflow.testing import Latency, Script, SimConfig, Simulator
+
+    rng = random.Random(5)
+    latency = {f"t{i}": rng.lognormvariate(-2.3, 0.5) for i in range(6)}  # median ~0.1 s
+
+    async def tool(name: str) -> str:
+        await asyncio.sleep(latency[name])
+        return f"{name} done"
+
+    def t(name: str, needs: list[str] | None = None) -> dict[str, object]:
+        return {"name": name, "tool": "tool", "args": {"name": name}, "needs": needs or []}
+
+    plan_text = json.dumps(
+        {
+            "tasks": [
+                t("t0"),
+                t("t1"),
+                t("t2"),
+                t("t3"),
+                t("t4", ["t0", "t1"]),
+                t("t5", ["t2", "t3"]),
+                {
+                    "name": "merge",
+                    "prompt": "Merge {{ tasks.t4.value }} {{ tasks.t5.value }}",
+                    "needs": ["t4", "t5"],
+                },
+                {
+                    "name": "final",
+                    "prompt": "Answer from {{ tasks.merge.value }}",
+                    "needs": ["merge"],
+                },
+            ]
+        }
+    )
+    config = SimConfig(
+        latency=Latency(0.05, 0.0),
+        scripts=[Script("^You are the planner", {plan_text: 1}), Script("", {"ok": 1})],
+    )
+
+    async def run_all() -> tuple[float, int, float, int]:
+        async with Simulator(config) as sim:
+            llm = ff.llm.OpenAIChat("m", base_url=sim.url, api_key_env=None)
+            planned, react = [], []
+            calls_plan = calls_react = 0
+            for _ in range(runs):
+                before = sim.stats["requests"]
+                t0 = time.perf_counter()
+                plan = await ff.plan("a four-level job", llm, tools={"tool": tool})
+                await plan.run()
+                planned.append(time.perf_counter() - t0)
+                calls_plan = sim.stats["requests"] - before
+                before = sim.stats["requests"]
+                t0 = time.perf_counter()
+                for sub in plan.subtasks:  # ReAct: think, then act, one step at a time
+                    await llm.complete(f"Which step next? Done so far: {sub.needs}")
+                    if sub.tool:
+                        await tool(sub.name)
+                    else:
+                        await llm.complete(sub.prompt or "")
+                await llm.complete("Final answer?")
+                react.append(time.perf_counter() - t0)
+                calls_react = sim.stats["requests"] - before
+            await llm.aclose()
+        return statistics.median(planned), calls_plan, statistics.median(react), calls_react
+
+    planned, calls_plan, react, calls_react = asyncio.run(run_all())
+    return [
+        (
+            "plan",
+            "ReAct-style, one step at a time",
+            f"{react:.2f} s",
+            f"1.00x, {calls_react} model calls",
+        ),
+        (
+            "plan",
+            "ff.plan + plan.run (4-level graph)",
+            f"{planned:.2f} s",
+            f"{react / planned:.2f}x faster, {calls_plan} model calls",
         ),
     ]

@@ -395,6 +395,7 @@ def main() -> None:
         "ray": bulk.bench_ray,
         "ensemble": llm.bench_ensemble,
         "provider": llm.bench_provider_throughput,
+        "plan": llm.bench_plan,
     }
     for name, bench in groups.items():
         if args.only and name not in args.only:

@@ -47,6 +47,11 @@ from ._journal import JournalError as JournalError
 from ._limits import AdaptiveConcurrency as AdaptiveConcurrency
 from ._limits import RateLimit as RateLimit
 from ._map import fan_map as fan_map
+from ._plan import Plan as Plan
+from ._plan import PlanError as PlanError
+from ._plan import Subtask as Subtask
+from ._plan import ask as ask
+from ._plan import plan as plan
 from ._result import AttemptRecord as AttemptRecord
 from ._result import FanInResult as FanInResult
 from ._result import TaskResult as TaskResult
@@ -82,6 +87,7 @@ __all__ = [
     "AGGREGATOR_TEMPLATE",
     "AllOrNothing",
     "as_completed",
+    "ask",
     "AttemptRecord",
     "audit",
     "AuditReport",
@@ -108,6 +114,9 @@ __all__ = [
     "ModelUsage",
     "Mutation",
     "PermanentError",
+    "plan",
+    "Plan",
+    "PlanError",
     "RateLimit",
     "RateLimited",
     "Retry",
@@ -116,6 +125,7 @@ __all__ = [
     "Status",
     "Strategy",
     "StrategyFailed",
+    "Subtask",
     "Synthesis",
     "synthesize",
     "task",

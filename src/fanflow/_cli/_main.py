@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from .ask import ask
 from .map import map_command
 from .simulate import simulate
 from .workflow import report, run, schema, validate
@@ -18,5 +19,5 @@ def main() -> None:
 
 main.add_command(map_command, name="map")
 main.add_command(simulate)
-for command in (run, validate, schema, report):
+for command in (run, validate, schema, report, ask):
     main.add_command(command)

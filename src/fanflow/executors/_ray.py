@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -93,11 +94,22 @@ class Ray:
 
         def stop(fut: asyncio.Future[Any]) -> None:
             if fut.cancelled():
-                with contextlib.suppress(Exception):
-                    ray.cancel(ref, force=True)
+                _cancel(ray, ref)
+                # ray.cancel can miss a task that is being handed to a worker
+                # at that moment: ask again shortly, from a thread, so that it
+                # also happens if this event loop has ended by then.
+                for delay in (0.2, 1.0):
+                    timer = threading.Timer(delay, _cancel, args=(ray, ref))
+                    timer.daemon = True
+                    timer.start()
 
         waiting.add_done_callback(stop)
         return asyncio.ensure_future(_unwrap(waiting, ray), loop=loop)
+
+
+def _cancel(ray: Any, ref: Any) -> None:
+    with contextlib.suppress(Exception):
+        ray.cancel(ref, force=True)
 
 
 async def _unwrap(waiting: asyncio.Future[Any], ray: Any) -> Any:

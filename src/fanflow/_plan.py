@@ -1,0 +1,350 @@
+"""The orchestrator as a model: plan a goal into subtasks, validate, run as a graph.
+
+After LLMCompiler (Kim et al., 2023): the model writes a dependency graph of
+subtasks once; fanflow checks it (schema, known tools, arguments, cycles,
+hidden dependencies, size) before anything runs, gives the model one round
+to repair what is wrong, then runs ready subtasks in parallel and
+synthesizes the results with their gaps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ._aggregate import Synthesis, _as_text, _Framer, synthesize
+from ._audit import audit
+from ._engine import UPSTREAM, check_graph, run_graph
+from ._exceptions import FanOutError
+from ._result import FanInResult, TaskResult
+from ._task import Task
+
+__all__ = ["Plan", "PlanError", "Subtask", "ask", "plan"]
+
+_REF = re.compile(r"\{\{\s*tasks\.([\w-]+)\.value\s*\}\}")
+
+
+class PlanError(FanOutError):
+    """The model's plan could not be used, even after a repair round.
+
+    Attributes:
+        problems: what is wrong, one message each.
+        text: the model's last answer.
+    """
+
+    def __init__(self, problems: list[str], text: str) -> None:
+        super().__init__("the plan is not usable: " + "; ".join(problems))
+        self.problems = problems
+        self.text = text
+
+
+@functools.cache
+def _schema() -> Any:
+    """The plan's pydantic model, built on first use (importing fanflow stays light)."""
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class SubtaskSpec(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        name: str = Field(min_length=1, max_length=64, pattern=r"^[\w-]+$")
+        prompt: str | None = None
+        tool: str | None = None
+        args: dict[str, Any] = Field(default_factory=dict)
+        needs: list[str] = Field(default_factory=list)
+        reads: list[str] = Field(default_factory=list)
+        writes: list[str] = Field(default_factory=list)
+
+    class PlanSpec(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        tasks: list[SubtaskSpec] = Field(min_length=1)
+
+    return PlanSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class Subtask:
+    """One subtask of a plan: a sub-prompt for the model or a call of a tool."""
+
+    name: str
+    prompt: str | None
+    tool: str | None
+    args: dict[str, Any]
+    needs: tuple[str, ...]
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+
+    def refs(self) -> set[str]:
+        """The subtasks whose values this one uses."""
+        texts = [self.prompt or "", *(v for v in self.args.values() if isinstance(v, str))]
+        return {name for text in texts for name in _REF.findall(text)}
+
+
+def _describe_tool(name: str, fn: Callable[..., Any]) -> str:
+    try:
+        signature = str(inspect.signature(fn))
+    except (TypeError, ValueError):
+        signature = "(...)"
+    doc = inspect.getdoc(fn) or "no description"
+    return f"- {name}{signature}: {doc.splitlines()[0]}"
+
+
+PLANNER_PROMPT = """\
+You are the planner of a parallel workflow. Break the goal into at most {max_tasks}
+independent subtasks that can run at the same time; where one subtask truly needs
+another's result, say so with "needs".
+
+Goal:
+{goal}
+
+Tools you may call (a subtask either calls one tool with "args", or asks the model a
+"prompt"):
+{tools}
+
+Reply with JSON only, in this form:
+{{"tasks": [{{"name": "short-name", "prompt": "a question for the model" or null,
+  "tool": "tool name" or null, "args": {{...}}, "needs": ["other-name"],
+  "reads": [], "writes": []}}]}}
+To use another subtask's result in a prompt or a string argument, write
+{{{{ tasks.NAME.value }}}} and list NAME in "needs".
+"""
+
+
+def _parse(text: str) -> Any:
+    body = text.strip()
+    fence = re.match(r"^```(?:json)?\s*(.*?)\s*```$", body, re.S)
+    if fence:
+        body = fence.group(1)
+    return json.loads(body)
+
+
+def _check(
+    text: str, tools: Mapping[str, Callable[..., Any]], max_tasks: int
+) -> tuple[list[Subtask], list[str]]:
+    """Subtasks from the model's answer, or the problems with it."""
+    try:
+        data = _parse(text)
+    except json.JSONDecodeError as exc:
+        return [], [f"the answer is not valid JSON ({exc.msg} at line {exc.lineno})"]
+    from pydantic import ValidationError
+
+    try:
+        spec = _schema().model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"])
+        return [], [f"the plan does not match the schema: {where}: {error['msg']}"]
+    problems: list[str] = []
+    if len(spec.tasks) > max_tasks:
+        problems.append(f"the plan has {len(spec.tasks)} subtasks; at most {max_tasks} are allowed")
+    names = [t.name for t in spec.tasks]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        problems.append(f"duplicate subtask names: {', '.join(dupes)}")
+    subtasks = []
+    for t in spec.tasks:
+        if (t.prompt is None) == (t.tool is None):
+            problems.append(f"subtask {t.name!r} needs exactly one of prompt or tool")
+        if t.tool is not None:
+            fn = tools.get(t.tool)
+            if fn is None:
+                known = ", ".join(sorted(tools)) or "none"
+                problems.append(
+                    f"subtask {t.name!r} calls unknown tool {t.tool!r} (tools: {known})"
+                )
+            else:
+                try:
+                    inspect.signature(fn).bind(**t.args)
+                except TypeError as exc:
+                    problems.append(f"subtask {t.name!r}: bad arguments for {t.tool!r}: {exc}")
+        sub = Subtask(
+            t.name, t.prompt, t.tool, t.args, tuple(t.needs), tuple(t.reads), tuple(t.writes)
+        )
+        for ref in sorted(sub.refs()):
+            if ref not in names:
+                problems.append(f"subtask {t.name!r} uses the value of unknown subtask {ref!r}")
+            elif ref not in sub.needs:
+                problems.append(
+                    f"subtask {t.name!r} uses the value of {ref!r} without needing it "
+                    "(a hidden dependency)"
+                )
+        subtasks.append(sub)
+    needs = {s.name: list(s.needs) for s in subtasks if s.needs}
+    if not dupes:
+        try:
+            check_graph(names, needs)
+        except ValueError as exc:
+            problems.append(str(exc))
+    if not problems:
+        report = audit(
+            [Task(s.name, print, reads=s.reads, writes=s.writes) for s in subtasks], needs
+        )
+        problems += [str(c) for c in report.conflicts]
+    return subtasks, problems
+
+
+class Plan:
+    """A validated plan: subtasks with their needs, ready to run as a graph.
+
+    ``str(plan)`` shows it, ``plan.to_dict()`` gives it as data, and
+    ``await plan.run(...)`` runs it.
+    """
+
+    def __init__(
+        self, goal: str, subtasks: list[Subtask], llm: Any, tools: Mapping[str, Callable[..., Any]]
+    ) -> None:
+        self.goal = goal
+        self.subtasks = subtasks
+        self.llm = llm
+        self.tools = dict(tools)
+
+    def __str__(self) -> str:
+        lines = [f"plan for: {self.goal}"]
+        for s in self.subtasks:
+            what = (
+                f"{s.tool}({', '.join(f'{k}={v!r}' for k, v in s.args.items())})"
+                if s.tool
+                else repr(s.prompt)
+            )
+            after = f"  [after {', '.join(s.needs)}]" if s.needs else ""
+            lines.append(f"  {s.name}: {what}{after}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as plain data."""
+        return {"goal": self.goal, "tasks": [dataclasses.asdict(s) for s in self.subtasks]}
+
+    def tasks(self) -> tuple[list[Task], dict[str, list[str]]]:
+        """The fanflow tasks and the needs graph this plan runs as."""
+        tasks = [
+            Task(
+                s.name,
+                self._runner(s),
+                kwargs={"upstream": UPSTREAM},
+                reads=s.reads,
+                writes=s.writes,
+            )
+            for s in self.subtasks
+        ]
+        return tasks, {s.name: list(s.needs) for s in self.subtasks if s.needs}
+
+    def _runner(self, sub: Subtask) -> Callable[..., Any]:
+        llm, tools = self.llm, self.tools
+
+        async def run(upstream: Mapping[str, TaskResult]) -> Any:
+            if sub.tool is not None:
+                args = {
+                    k: _REF.sub(lambda m: _as_text(upstream[m.group(1)].value), v)
+                    if isinstance(v, str)
+                    else v
+                    for k, v in sub.args.items()
+                }
+                fn = tools[sub.tool]
+                if inspect.iscoroutinefunction(fn):
+                    return await fn(**args)
+                import asyncio
+
+                return await asyncio.to_thread(fn, **args)
+            assert sub.prompt is not None
+            names = sorted(sub.refs())
+            framer = _Framer([_as_text(upstream[n].value) for n in names])
+            prompt = _REF.sub(
+                lambda m: framer.block(
+                    f"output of subtask {json.dumps(m.group(1))}",
+                    _as_text(upstream[m.group(1)].value),
+                ),
+                sub.prompt,
+            )
+            if names:
+                prompt = framer.preamble() + "\n\n" + prompt
+            return (await llm.complete(prompt)).text
+
+        run.__qualname__ = run.__name__ = sub.name
+        return run
+
+    async def run(self, **options: Any) -> FanInResult:
+        """Run the plan: ready subtasks in parallel, each as soon as its needs are ok.
+
+        A subtask whose need failed is skipped with the reason. Options are
+        those of :func:`fan_out`; ``raise_on_failure`` defaults to ``False``.
+        """
+        options.setdefault("raise_on_failure", False)
+        tasks, needs = self.tasks()
+        return await run_graph(tasks, needs, **options)
+
+
+async def plan(
+    goal: str,
+    llm: Any,
+    *,
+    tools: Sequence[Callable[..., Any]] | Mapping[str, Callable[..., Any]] | None = None,
+    max_tasks: int = 8,
+) -> Plan:
+    """Ask ``llm`` to break ``goal`` into subtasks; validate the plan before anything runs.
+
+    The model sees the goal and each tool's name, signature and first
+    docstring line, and answers with JSON (JSON mode where the provider has
+    one). The plan is checked — schema, known tools, arguments that bind to
+    the tool's signature, no cycles, no value used without ``needs``, no
+    resource conflicts, at most ``max_tasks`` subtasks. If anything is wrong
+    the model gets one repair round with the problems listed.
+
+    Raises:
+        PlanError: the plan is still unusable after the repair round; it
+            names every problem. Nothing has run.
+        ValueError: ``max_tasks`` < 1.
+    """
+    if max_tasks < 1:
+        raise ValueError(f"max_tasks must be >= 1; got {max_tasks!r}")
+    if tools is None:
+        table: dict[str, Callable[..., Any]] = {}
+    elif isinstance(tools, Mapping):
+        table = dict(tools)
+    else:
+        table = {getattr(fn, "__name__", repr(fn)): fn for fn in tools}
+    described = "\n".join(_describe_tool(n, f) for n, f in table.items()) or "(none)"
+    prompt = PLANNER_PROMPT.format(goal=goal, tools=described, max_tasks=max_tasks)
+    params: dict[str, Any] = {}
+    if type(llm).__name__ == "OpenAIChat":
+        params["response_format"] = {"type": "json_object"}
+    messages = [{"role": "user", "content": prompt}]
+    text = (await llm.complete(messages, **params)).text
+    subtasks, problems = _check(text, table, max_tasks)
+    if problems:
+        repair = [
+            *messages,
+            {"role": "assistant", "content": text},
+            {
+                "role": "user",
+                "content": "Your plan has these problems:\n"
+                + "\n".join(f"- {p}" for p in problems)
+                + "\nReply with the corrected plan, JSON only.",
+            },
+        ]
+        text = (await llm.complete(repair, **params)).text
+        subtasks, problems = _check(text, table, max_tasks)
+        if problems:
+            raise PlanError(problems, text)
+    return Plan(goal, subtasks, llm, table)
+
+
+async def ask(
+    goal: str,
+    llm: Any,
+    *,
+    tools: Sequence[Callable[..., Any]] | Mapping[str, Callable[..., Any]] | None = None,
+    conflict_strategy: str = "majority agreement between sources, noting any disagreement",
+    max_tasks: int = 8,
+    **options: Any,
+) -> Synthesis:
+    """Plan ``goal``, run the plan, and synthesize the results with their gaps.
+
+    Raises:
+        PlanError: as :func:`plan`.
+    """
+    the_plan = await plan(goal, llm, tools=tools, max_tasks=max_tasks)
+    result = await the_plan.run(**options)
+    return await synthesize(result, llm, conflict_strategy=conflict_strategy)
