@@ -3,41 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import statistics
-import subprocess
-import sys
 import time
 
 import fanflow as ff
+from fanflow.testing import SimulatorProcess
 
 Row = tuple[str, str, str, str]
-
-
-class SimulatorProcess:
-    """``fanflow simulate`` in a subprocess, on a free loopback port."""
-
-    def __init__(self, *args: str) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.args = args
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-
-    def __enter__(self) -> SimulatorProcess:
-        cmd = [sys.executable, "-m", "fanflow", "simulate", "--port", str(self.port), *self.args]
-        self.proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.1).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("the simulator did not start")
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
 
 
 def bench_ensemble(questions: int = 200, samples: int = 40, limit: int = 4) -> list[Row]:

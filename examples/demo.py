@@ -9,48 +9,22 @@ and ``demo-output/research.html``. Then runs the library tour
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from fanflow.testing import SimulatorProcess
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def main() -> int:
     out = ROOT / "demo-output"
     out.mkdir(exist_ok=True)
-    port = free_port()
-    simulator = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fanflow",
-            "simulate",
-            "--port",
-            str(port),
-            "--latency",
-            "0.2",
-            "--config",
-            str(ROOT / "examples" / "sim-research.json"),
-        ],
-    )
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        env = {**os.environ, "FANFLOW_SIM_URL": f"http://127.0.0.1:{port}/v1"}
+    config = str(ROOT / "examples" / "sim-research.json")
+    with SimulatorProcess("--latency", "0.2", "--config", config) as simulator:
+        print(f"simulated model service (SIMULATED answers) at {simulator.url}\n", flush=True)
+        env = simulator.env()
         print(
             "$ fanflow run examples/research.yaml --json demo-output/research.json "
             "--html demo-output/research.html\n",
@@ -80,9 +54,6 @@ def main() -> int:
                 env=env,
                 check=False,
             ).returncode
-    finally:
-        simulator.terminate()
-        simulator.wait()
     print(f"\nreport: {out / 'research.html'} (open it in a browser)\n", flush=True)
     if code != 0:
         return code

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 import fanflow as ff
-from fanflow.testing import Latency, Script, SimConfig, Simulator
+from fanflow.testing import Latency, Script, SimConfig, Simulator, SimulatorProcess
 
 CALLS: list[str] = []
 
@@ -148,11 +150,6 @@ async def test_a_failed_subtask_is_a_gap_and_its_dependents_are_skipped(llm: Any
 
 
 def test_fanflow_ask_offline(tmp_path: Any) -> None:
-    import socket
-    import subprocess
-    import sys
-    import time
-
     (tmp_path / "mytools.py").write_text(
         "def lookup(source: str) -> str:\n"
         '    """Look a topic up in one source."""\n'
@@ -160,31 +157,7 @@ def test_fanflow_ask_offline(tmp_path: Any) -> None:
     )
     config = {"scripts": [{"pattern": s.pattern, "answers": dict(s.answers)} for s in scripts()]}
     (tmp_path / "sim.json").write_text(json.dumps(config))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    sim = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fanflow",
-            "simulate",
-            "--port",
-            str(port),
-            "--latency",
-            "0",
-            "--config",
-            str(tmp_path / "sim.json"),
-        ],
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+    with SimulatorProcess("--latency", "0", "--config", str(tmp_path / "sim.json")) as sim:
         out = subprocess.run(
             [
                 sys.executable,
@@ -193,7 +166,7 @@ def test_fanflow_ask_offline(tmp_path: Any) -> None:
                 "ask",
                 "GOAL-GOOD: compare sources",
                 "--llm",
-                f"sim:planner@http://127.0.0.1:{port}/v1",
+                f"sim:planner@{sim.url}",
                 "--tools",
                 "mytools:lookup",
                 "--json",
@@ -206,9 +179,6 @@ def test_fanflow_ask_offline(tmp_path: Any) -> None:
             text=True,
             timeout=60,
         )
-    finally:
-        sim.terminate()
-        sim.wait()
     assert out.returncode == 0, out.stderr
     assert "plan for: GOAL-GOOD" in out.stdout and "[after a, b]" in out.stdout
     assert "Synthesis: sources agree." in out.stdout

@@ -6,6 +6,7 @@ from .._simulator import Latency as Latency
 from .._simulator import Script as Script
 from .._simulator import SimConfig as SimConfig
 from .._simulator import Simulator as Simulator
+from ._process import SimulatorProcess as SimulatorProcess
 from ._scripted import ScriptedLLM as ScriptedLLM
 
-__all__ = ["Latency", "Script", "ScriptedLLM", "SimConfig", "Simulator"]
+__all__ = ["Latency", "Script", "ScriptedLLM", "SimConfig", "Simulator", "SimulatorProcess"]
