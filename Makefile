@@ -5,7 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck pytest bench clean
+BENCH_STAMP := $(VENV)/.installed-bench
+
+.PHONY: demo test lint typecheck pytest bench bench-peers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +34,18 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
+
+# GNU parallel is a Debian package: installed here when we are root and it is
+# missing; otherwise its rows say it is not installed.
+bench-peers: $(BENCH_STAMP)
+	@command -v parallel >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& { apt-get update -qq && apt-get install -y -qq parallel >/dev/null; } \
+		|| echo "GNU parallel not installed; its rows will say so"; }
+	$(BIN)/python bench/peers/run.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

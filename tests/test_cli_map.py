@@ -99,6 +99,24 @@ def test_timeout_kills_a_job_and_the_children_it_spawned(tmp_path: Path) -> None
     assert not running(pid)
 
 
+def test_timeout_counts_from_the_jobs_own_start() -> None:
+    # 300 jobs at -j 300 queue up to be forked (one at a time, about a
+    # millisecond each): the wait for a turn is not the job's time, so none
+    # of these 50 ms jobs reaches its 0.25 s timeout.
+    out = fanflow("map", "-j", "300", "--timeout", "0.25", "sleep 0.05; echo {}", stdin="x\n" * 300)
+    assert "timed out" not in out.stderr
+    assert out.returncode == 0 and out.stdout.split() == ["x"] * 300
+
+
+def test_first_n_stops_before_forking_the_rest(tmp_path: Path) -> None:
+    # Job 1 ends at once; the others would sleep. Exits are noticed between
+    # forks, so --first 1 stops well before all 300 jobs have been started.
+    cmd = f"touch {tmp_path}/started-{{#}}; sleep {{}}"
+    out = fanflow("map", "-j", "300", "--first", "1", cmd, stdin="0\n" + "5\n" * 299)
+    assert out.returncode == 0
+    assert len(list(tmp_path.glob("started-*"))) < 200
+
+
 def test_first_n_stops_the_rest(tmp_path: Path) -> None:
     cmd = f"sleep {{}}; touch {tmp_path}/done-{{}}; echo {{}}"
     out = fanflow("map", "-j", "4", "--first", "2", cmd, ":::", "0", "0", "5", "5")

@@ -180,7 +180,9 @@ async def _run(
     async def job_keeping_output(item: tuple[int, str]) -> dict[str, int]:
         seq, arg = item
         try:
-            output = await run_shell(_expand(template, arg, seq))
+            # The timeout is the command's own (GNU parallel's meaning): it
+            # starts when the process does, not while the job waits to fork.
+            output = await run_shell(_expand(template, arg, seq), timeout=timeout)
         except ShellError as exc:
             outputs[seq] = exc.output
             raise
@@ -207,7 +209,6 @@ async def _run(
         job_keeping_output,
         items,
         max_concurrency=jobs,
-        timeout=timeout,
         retry=ff.Retry(attempts=retries + 1, backoff=0.1) if retries else None,
         ordered=keep_order,
         journal=store,
