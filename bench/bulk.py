@@ -167,6 +167,18 @@ def bench_ray(tasks: int = 1000, runs: int = 3) -> list[Row]:
             ray.get([remote.remote(i) for i in range(tasks)])
             return time.perf_counter() - t0
 
+        def futures() -> float:
+            # The floor for anything that settles each task on its own: one
+            # ref.future() per task, awaited in asyncio, nothing else.
+            async def go() -> None:
+                loop = asyncio.get_running_loop()
+                refs = [remote.remote(i) for i in range(tasks)]
+                await asyncio.gather(*[asyncio.wrap_future(r.future(), loop=loop) for r in refs])
+
+            t0 = time.perf_counter()
+            asyncio.run(go())
+            return time.perf_counter() - t0
+
         executor = ff.executors.Ray()
 
         def fanflow() -> float:
@@ -180,6 +192,7 @@ def bench_ray(tasks: int = 1000, runs: int = 3) -> list[Row]:
 
         fanflow()  # warm-up
         base = statistics.median(bare() for _ in range(runs))
+        floor = statistics.median(futures() for _ in range(runs))
         took = statistics.median(fanflow() for _ in range(runs))
     finally:
         ray.shutdown()
@@ -189,6 +202,12 @@ def bench_ray(tasks: int = 1000, runs: int = 3) -> list[Row]:
             f"ray.remote + ray.get, {tasks} no-op tasks",
             f"{base / tasks * 1e3:.2f} ms/task",
             "1.00x",
+        ),
+        (
+            "ray",
+            "floor: ref.future() per task in asyncio",
+            f"{floor / tasks * 1e3:.2f} ms/task",
+            f"{floor / base:.2f}x",
         ),
         (
             "ray",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sys
 import time
@@ -169,3 +170,16 @@ async def test_ray_per_task_resources(ray_cluster: Any) -> None:
         executor=heavy,
     )
     assert result.value == {"big": "b", "small": "s"}
+
+
+async def test_ray_runs_coroutines_partials_and_keyword_arguments(ray_cluster: Any) -> None:
+    # Plain functions become Ray remote functions of their own (sent once);
+    # other callables go through a generic wrapper. Both keep the contract.
+    on_ray = ff.executors.Ray(num_cpus=0.25)
+    tasks = [ff.Task(f"async{i}", work_async, args=(0.0,), kwargs={"value": i}) for i in range(3)]
+    tasks.append(ff.Task("partial", functools.partial(work_sync, 0.0, value="p")))
+    tasks.append(ff.Task("async-error", work_async, args=(0.0,), kwargs={"fail": True}))
+    result = await ff.fan_out(tasks, executor=on_ray, raise_on_failure=False)
+    assert result.value == {"async0": 0, "async1": 1, "async2": 2, "partial": "p"}
+    error = result["async-error"].error
+    assert isinstance(error, ValueError) and "work_async" in str(error.__cause__)

@@ -64,9 +64,11 @@ def shutdown() -> None:
     ray.shutdown()
 
 
-@ray.remote
 def noop() -> None:
     return None
+
+
+remote_noop = ray.remote(noop)
 
 
 @ray.remote(max_concurrency=W2_LIMIT)
@@ -101,16 +103,13 @@ def _worker() -> Any:
     return worker
 
 
-async def _ff_noop() -> None:
-    return None
-
-
 def w1(runs: int) -> list[Cell]:
     def tasks() -> None:
-        ray.get([noop.remote() for _ in range(W1_N)])
+        ray.get([remote_noop.remote() for _ in range(W1_N)])
 
     async def fanflow() -> None:
-        tasks = [ff.Task(str(i), _ff_noop) for i in range(W1_N)]
+        # The same plain function as the bare row (Ray tasks run sync code).
+        tasks = [ff.Task(str(i), noop) for i in range(W1_N)]
         await ff.fan_out(tasks, executor=ff.executors.Ray(), max_concurrency=None)
 
     base = timed_sync(tasks, runs)[0]
