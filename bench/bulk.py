@@ -23,7 +23,7 @@ def _wall(cmd: list[str], stdin: str, runs: int) -> float:
     return statistics.median(times)
 
 
-def bench_shell(runs: int = 3) -> list[Row]:
+def bench_shell(runs: int = 5) -> list[Row]:
     """Per-job wall time on the same jobs, side by side.
 
     Every runner starts a shell per job (fanflow and GNU parallel always do;
@@ -108,7 +108,7 @@ def _cpu(n: int) -> int:
     return total
 
 
-def bench_process(tasks: int = 1000, work: int = 20_000, runs: int = 3) -> list[Row]:
+def bench_process(tasks: int = 1000, work: int = 20_000, runs: int = 5) -> list[Row]:
     """1,000 CPU-bound tasks: fan_out(executor="process") vs ProcessPoolExecutor."""
     import asyncio
     import concurrent.futures
@@ -149,7 +149,7 @@ def _noop(x: int) -> int:
     return x
 
 
-def bench_ray(tasks: int = 1000, runs: int = 3) -> list[Row]:
+def bench_ray(tasks: int = 1000, runs: int = 5) -> list[Row]:
     """Per-task overhead of fanflow on Ray vs bare ray.remote + ray.get."""
     import asyncio
 

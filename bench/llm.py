@@ -113,7 +113,7 @@ def bench_provider_throughput(n: int = 2000, limit: int = 64) -> list[Row]:
     ]
 
 
-def bench_plan(runs: int = 3) -> list[Row]:
+def bench_plan(runs: int = 5) -> list[Row]:
     """A 4-level plan: plan.run (parallel graph) vs ReAct-style one step at a time."""
     import json
     import random
