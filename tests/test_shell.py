@@ -1,0 +1,99 @@
+"""Shell commands as tasks: output captured whole, groups killed, nothing left behind.
+
+Every test runs on both ways of watching a child: the event loop watching a
+pidfd and the pipes directly (Linux >= 5.3), and asyncio's subprocesses
+(elsewhere).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from fanflow import _shell
+from fanflow._shell import ShellError, run_shell
+
+from .conftest import running
+
+
+@pytest.fixture(params=["pidfd", "asyncio"], autouse=True)
+def watcher(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "pidfd" and not hasattr(os, "pidfd_open"):
+        pytest.skip("no pidfd_open on this platform")
+    monkeypatch.setattr(_shell, "_HAVE_PIDFD", request.param == "pidfd")
+    return str(request.param)
+
+
+async def wait_gone(pid: int) -> bool:
+    for _ in range(50):
+        if not running(pid):
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+async def test_output_is_captured_whole() -> None:
+    # More than a pipe's buffer on stdout, and something on stderr.
+    out = await run_shell("head -c 300000 /dev/zero; echo oops >&2")
+    assert out.exit_code == 0
+    assert out.stdout == b"\0" * 300000 and out.stderr == b"oops\n"
+
+
+async def test_a_failing_command_raises_with_what_it_printed() -> None:
+    with pytest.raises(ShellError, match="exited with status 3") as caught:
+        await run_shell("echo partial; exit 3")
+    assert caught.value.output.stdout == b"partial\n" and caught.value.output.exit_code == 3
+
+
+async def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"timed out after 0.3 s: sleep 30 &"):
+        await run_shell(f"sleep 30 & echo $! > {pidfile}; wait", timeout=0.3)
+    assert time.monotonic() - started < 10
+    assert await wait_gone(int(pidfile.read_text()))
+
+
+async def test_cancellation_kills_and_reaps(tmp_path: Path) -> None:
+    pidfile = tmp_path / "shell.pid"
+    job = asyncio.ensure_future(run_shell(f"echo $$ > {pidfile}; sleep 30"))
+    while not pidfile.exists() or not pidfile.read_text().strip():
+        await asyncio.sleep(0.01)
+    job.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    pid = int(pidfile.read_text())
+    assert not running(pid)  # killed and reaped before the cancellation returned
+
+
+async def test_background_children_are_killed_when_the_command_ends(tmp_path: Path) -> None:
+    pidfile = tmp_path / "bg.pid"
+    out = await run_shell(f"sleep 30 >/dev/null 2>&1 & echo $! > {pidfile}; echo done")
+    assert out.stdout == b"done\n"
+    assert await wait_gone(int(pidfile.read_text()))
+
+
+async def test_a_missing_directory_is_an_error_before_anything_runs(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        await run_shell("echo hi", cwd=str(tmp_path / "nowhere"))
+
+
+async def test_no_file_descriptors_leak() -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    for i in range(20):
+        await run_shell(f"echo {i}")
+    with pytest.raises(ShellError):
+        await run_shell("exit 1")
+    with pytest.raises(TimeoutError):
+        await run_shell("sleep 5", timeout=0.05)
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+async def test_many_at_once_each_get_their_own_output() -> None:
+    outs = await asyncio.gather(*[run_shell(f"echo {i}; echo e{i} >&2") for i in range(50)])
+    assert [o.stdout for o in outs] == [f"{i}\n".encode() for i in range(50)]
+    assert [o.stderr for o in outs] == [f"e{i}\n".encode() for i in range(50)]
