@@ -305,3 +305,44 @@ async def w4_job(i: int) -> int:
     if w4_fails(i):
         raise W4Error(i)
     return i
+
+
+def first_n_run(
+    tally: Tally, body: Callable[[], Awaitable[object]]
+) -> Callable[[], Awaitable[tuple[float, int, int]]]:
+    """One W3 run: ``body`` starts the 100 tasks and gives control back after the 10th.
+
+    The run returns the time until control came back, the losers whose work
+    ran to completion (waiting out the slowest task to see them all), and
+    the tasks still running when control came back.
+    """
+
+    async def run() -> tuple[float, int, int]:
+        tally.reset()
+        t0 = time.perf_counter()
+        await body()
+        wall, left = time.perf_counter() - t0, tally.running
+        await sleep_until(t0, W3_SLOWEST + 0.05)
+        return wall, tally.completed - W3_FIRST, left
+
+    return run
+
+
+def timeout_run(
+    tally: Tally, body: Callable[[], Awaitable[tuple[int, int]]]
+) -> Callable[[], Awaitable[tuple[float, int, int, int, int]]]:
+    """One W5 run: ``body`` runs the 100 tasks and returns ``(ok, timed out)``.
+
+    The run adds the wall time and the hung tasks still running when control
+    came back and 0.5 s later.
+    """
+
+    async def run() -> tuple[float, int, int, int, int]:
+        tally.reset()
+        t0 = time.perf_counter()
+        ok, failed = await body()
+        wall, left = time.perf_counter() - t0, tally.running
+        await asyncio.sleep(0.5)
+        return wall, ok, failed, left, tally.running
+
+    return run

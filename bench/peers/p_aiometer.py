@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib.metadata
-import time
 
 import aiometer
 import anyio
@@ -16,16 +15,16 @@ from _common import (
     W2_N,
     W3_FIRST,
     W3_N,
-    W3_SLOWEST,
     W4_N,
     W5_N,
     W5_TIMEOUT,
     Cell,
     Tally,
+    first_n_run,
     repeat,
-    sleep_until,
     tallied,
     timed,
+    timeout_run,
     w3_cell,
     w3_latency,
     w4_cell,
@@ -76,23 +75,16 @@ def w3(runs: int) -> list[Cell]:
     tally = Tally()
     job = tallied(tally, w3_latency)
 
-    async def amap_break() -> tuple[float, int, int]:
+    async def amap_break() -> None:
         # What the docs suggest: leaving the block waits for every task.
-        tally.reset()
-        t0 = time.perf_counter()
         first: list[int] = []
         async with aiometer.amap(job, range(W3_N)) as results:
             async for i in results:
                 first.append(i)
                 if len(first) == W3_FIRST:
                     break
-        wall, left = time.perf_counter() - t0, tally.running
-        await sleep_until(t0, W3_SLOWEST + 0.05)
-        return wall, tally.completed - W3_FIRST, left
 
-    async def amap_cancel() -> tuple[float, int, int]:
-        tally.reset()
-        t0 = time.perf_counter()
+    async def amap_cancel() -> None:
         first: list[int] = []
         with anyio.CancelScope() as scope:
             async with aiometer.amap(job, range(W3_N)) as results:
@@ -101,14 +93,16 @@ def w3(runs: int) -> list[Cell]:
                     if len(first) == W3_FIRST:
                         scope.cancel()
                         break
-        wall, left = time.perf_counter() - t0, tally.running
-        await sleep_until(t0, W3_SLOWEST + 0.05)
-        return wall, tally.completed - W3_FIRST, left
 
     return [
-        w3_cell(PEER, "amap + break (waits for all)", repeat(amap_break, runs), "no"),
         w3_cell(
-            PEER, "amap + CancelScope.cancel() (hand-written)", repeat(amap_cancel, runs), False
+            PEER, "amap + break (waits for all)", repeat(first_n_run(tally, amap_break), runs), "no"
+        ),
+        w3_cell(
+            PEER,
+            "amap + CancelScope.cancel() (hand-written)",
+            repeat(first_n_run(tally, amap_cancel), runs),
+            False,
         ),
     ]
 
@@ -143,14 +137,15 @@ def w5(runs: int) -> list[Cell]:
         except TimeoutError:
             return False
 
-    async def run_all() -> tuple[float, int, int, int, int]:
-        tally.reset()
-        t0 = time.perf_counter()
+    async def run_all() -> tuple[int, int]:
         out = await aiometer.run_all([functools.partial(bounded, i) for i in range(W5_N)])
-        wall, left = time.perf_counter() - t0, tally.running
-        await asyncio.sleep(0.5)
-        return wall, sum(out), W5_N - sum(out), left, tally.running
+        return sum(out), W5_N - sum(out)
 
     return [
-        w5_cell(PEER, "run_all + anyio.fail_after (hand-written)", repeat(run_all, runs), False)
+        w5_cell(
+            PEER,
+            "run_all + anyio.fail_after (hand-written)",
+            repeat(timeout_run(tally, run_all), runs),
+            False,
+        )
     ]

@@ -20,7 +20,6 @@ from _common import (
     W2_N,
     W3_FIRST,
     W3_N,
-    W3_SLOWEST,
     W4_N,
     W5_N,
     W5_TIMEOUT,
@@ -32,11 +31,12 @@ from _common import (
     W7_N,
     Cell,
     Tally,
+    first_n_run,
     p99,
     repeat,
-    sleep_until,
     tallied,
     timed,
+    timeout_run,
     w3_cell,
     w3_latency,
     w4_cell,
@@ -93,16 +93,11 @@ def w3(runs: int) -> list[Cell]:
     tally = Tally()
     job = tallied(tally, w3_latency)
 
-    async def gather_all() -> tuple[float, int, int]:
-        tally.reset()
-        t0 = time.perf_counter()
+    async def gather_all() -> None:
         # All 100 come back, in input order: which 10 finished first is lost.
         await asyncio.gather(*[job(i) for i in range(W3_N)])
-        return time.perf_counter() - t0, tally.completed - W3_FIRST, tally.running
 
-    async def as_completed_cancel() -> tuple[float, int, int]:
-        tally.reset()
-        t0 = time.perf_counter()
+    async def as_completed_cancel() -> None:
         tasks = [asyncio.create_task(job(i)) for i in range(W3_N)]
         first: list[int] = []
         for fut in asyncio.as_completed(tasks):
@@ -113,14 +108,14 @@ def w3(runs: int) -> list[Cell]:
             t.cancel()
         # Hand-written code usually returns here, before the cancellations
         # have run: the losers are still pending tasks at this point.
-        wall, left = time.perf_counter() - t0, tally.running
-        await sleep_until(t0, W3_SLOWEST + 0.05)
-        return wall, tally.completed - W3_FIRST, left
 
     return [
-        w3_cell(PEER, "gather (waits for all)", repeat(gather_all, runs), "no"),
+        w3_cell(PEER, "gather (waits for all)", repeat(first_n_run(tally, gather_all), runs), "no"),
         w3_cell(
-            PEER, "as_completed + cancel (hand-written)", repeat(as_completed_cancel, runs), False
+            PEER,
+            "as_completed + cancel (hand-written)",
+            repeat(first_n_run(tally, as_completed_cancel), runs),
+            False,
         ),
     ]
 
@@ -156,21 +151,14 @@ def w5(runs: int) -> list[Cell]:
     tally = Tally()
     job = tallied(tally, w5_latency)
 
-    async def gather_wait_for() -> tuple[float, int, int, int, int]:
-        tally.reset()
-        t0 = time.perf_counter()
+    async def gather_wait_for() -> tuple[int, int]:
         out = await asyncio.gather(
             *[asyncio.wait_for(job(i), W5_TIMEOUT) for i in range(W5_N)], return_exceptions=True
         )
-        wall, left = time.perf_counter() - t0, tally.running
-        await asyncio.sleep(0.5)
         failed = sum(isinstance(r, TimeoutError) for r in out)
-        return wall, W5_N - failed, failed, left, tally.running
+        return W5_N - failed, failed
 
-    async def task_group_timeout() -> tuple[float, int, int, int, int]:
-        tally.reset()
-        t0 = time.perf_counter()
-
+    async def task_group_timeout() -> tuple[int, int]:
         async def bounded(i: int) -> bool:
             try:
                 async with asyncio.timeout(W5_TIMEOUT):
@@ -181,17 +169,20 @@ def w5(runs: int) -> list[Cell]:
 
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(bounded(i)) for i in range(W5_N)]
-        wall, left = time.perf_counter() - t0, tally.running
-        await asyncio.sleep(0.5)
         ok = sum(t.result() for t in tasks)
-        return wall, ok, W5_N - ok, left, tally.running
+        return ok, W5_N - ok
 
     return [
-        w5_cell(PEER, "gather + wait_for (hand-written)", repeat(gather_wait_for, runs), False),
+        w5_cell(
+            PEER,
+            "gather + wait_for (hand-written)",
+            repeat(timeout_run(tally, gather_wait_for), runs),
+            False,
+        ),
         w5_cell(
             PEER,
             "TaskGroup + asyncio.timeout (hand-written)",
-            repeat(task_group_timeout, runs),
+            repeat(timeout_run(tally, task_group_timeout), runs),
             False,
         ),
     ]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import random
 import sys
-import time
 from collections.abc import Awaitable, Callable
 
 import _shellwork
@@ -20,7 +19,6 @@ from _common import (
     W2_N,
     W3_FIRST,
     W3_N,
-    W3_SLOWEST,
     W4_N,
     W5_N,
     W5_TIMEOUT,
@@ -28,11 +26,12 @@ from _common import (
     W6_N,
     Cell,
     Tally,
+    first_n_run,
     p99,
     repeat,
-    sleep_until,
     tallied,
     timed,
+    timeout_run,
     w3_cell,
     w3_latency,
     w4_cell,
@@ -80,17 +79,14 @@ def w3(runs: int) -> list[Cell]:
     tally = Tally()
     job = tallied(tally, w3_latency)
 
-    async def first() -> tuple[float, int, int]:
-        tally.reset()
-        t0 = time.perf_counter()
+    async def first() -> None:
         tasks = [ff.Task(str(i), job, args=(i,)) for i in range(W3_N)]
         await ff.fan_out(tasks, strategy=ff.FirstN(W3_FIRST))
-        wall, left = time.perf_counter() - t0, tally.running
-        await sleep_until(t0, W3_SLOWEST + 0.05)
-        return wall, tally.completed - W3_FIRST, left
 
     return [
-        w3_cell(PEER, "fan_out(strategy=FirstN(10))", repeat(first, runs), True),
+        w3_cell(
+            PEER, "fan_out(strategy=FirstN(10))", repeat(first_n_run(tally, first), runs), True
+        ),
         _shellwork.w3("fanflow map", MAP, ["--first", "10"], runs),
     ]
 
@@ -112,17 +108,13 @@ def w5(runs: int) -> list[Cell]:
     tally = Tally()
     job = tallied(tally, w5_latency)
 
-    async def fan() -> tuple[float, int, int, int, int]:
-        tally.reset()
-        t0 = time.perf_counter()
+    async def fan() -> tuple[int, int]:
         tasks = [ff.Task(str(i), job, args=(i,)) for i in range(W5_N)]
         result = await ff.fan_out(tasks, timeout=W5_TIMEOUT)
-        wall, left = time.perf_counter() - t0, tally.running
-        await asyncio.sleep(0.5)
-        return wall, len(result.succeeded), len(result.timed_out), left, tally.running
+        return len(result.succeeded), len(result.timed_out)
 
     return [
-        w5_cell(PEER, "fan_out(timeout=0.2)", repeat(fan, runs), True),
+        w5_cell(PEER, "fan_out(timeout=0.2)", repeat(timeout_run(tally, fan), runs), True),
         _shellwork.w5("fanflow map", MAP, runs),
     ]
 

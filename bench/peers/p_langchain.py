@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
-import time
 
 from _common import (
     W1_N,
@@ -13,16 +12,16 @@ from _common import (
     W2_N,
     W3_FIRST,
     W3_N,
-    W3_SLOWEST,
     W4_N,
     W5_N,
     W5_TIMEOUT,
     Cell,
     Tally,
+    first_n_run,
     repeat,
-    sleep_until,
     tallied,
     timed,
+    timeout_run,
     w3_cell,
     w3_latency,
     w4_cell,
@@ -73,19 +72,14 @@ def w3(runs: int) -> list[Cell]:
     tally = Tally()
     runnable = RunnableLambda(tallied(tally, w3_latency))
 
-    async def as_completed_break() -> tuple[float, int, int]:
-        tally.reset()
-        t0 = time.perf_counter()
+    async def as_completed_break() -> None:
         first = []
         async for _, i in runnable.abatch_as_completed(list(range(W3_N))):
             first.append(i)
             if len(first) == W3_FIRST:
                 break
-        wall, left = time.perf_counter() - t0, tally.running
-        await sleep_until(t0, W3_SLOWEST + 0.05)
-        return wall, tally.completed - W3_FIRST, left
 
-    outs = repeat(as_completed_break, runs)
+    outs = repeat(first_n_run(tally, as_completed_break), runs)
     return [w3_cell(PEER, "abatch_as_completed + break", outs, False)]
 
 
@@ -110,13 +104,16 @@ def w5(runs: int) -> list[Cell]:
 
     runnable = RunnableLambda(bounded)
 
-    async def abatch() -> tuple[float, int, int, int, int]:
-        tally.reset()
-        t0 = time.perf_counter()
+    async def abatch() -> tuple[int, int]:
         out = await runnable.abatch(list(range(W5_N)), return_exceptions=True)
-        wall, left = time.perf_counter() - t0, tally.running
-        await asyncio.sleep(0.5)
         failed = sum(isinstance(r, TimeoutError) for r in out)
-        return wall, W5_N - failed, failed, left, tally.running
+        return W5_N - failed, failed
 
-    return [w5_cell(PEER, "abatch + wait_for wrapper (hand-written)", repeat(abatch, runs), False)]
+    return [
+        w5_cell(
+            PEER,
+            "abatch + wait_for wrapper (hand-written)",
+            repeat(timeout_run(tally, abatch), runs),
+            False,
+        )
+    ]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import operator
-import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypedDict
 
@@ -20,16 +19,16 @@ from _common import (
     W2_N,
     W3_FIRST,
     W3_N,
-    W3_SLOWEST,
     W4_N,
     W5_N,
     W5_TIMEOUT,
     Cell,
     Tally,
+    first_n_run,
     repeat,
-    sleep_until,
     tallied,
     timed,
+    timeout_run,
     w3_cell,
     w3_latency,
     w4_cell,
@@ -116,9 +115,7 @@ def w3(runs: int) -> list[Cell]:
     tally = Tally()
     g = graph(tallied(tally, w3_latency))
 
-    async def stream_break() -> tuple[float, int, int]:
-        tally.reset()
-        t0 = time.perf_counter()
+    async def stream_break() -> None:
         first = 0
         stream = g.astream(start(W3_N), stream_mode="updates")
         async for update in stream:
@@ -126,11 +123,8 @@ def w3(runs: int) -> list[Cell]:
             if first == W3_FIRST:
                 break
         await stream.aclose()
-        wall, left = time.perf_counter() - t0, tally.running
-        await sleep_until(t0, W3_SLOWEST + 0.05)
-        return wall, tally.completed - W3_FIRST, left
 
-    outs = repeat(stream_break, runs)
+    outs = repeat(first_n_run(tally, stream_break), runs)
     return [w3_cell(PEER, "astream(updates) + break + aclose", outs, False)]
 
 
@@ -149,13 +143,9 @@ def w5(runs: int) -> list[Cell]:
     tally = Tally()
     g = graph(tallied(tally, w5_latency), timeout=W5_TIMEOUT, error_handler=on_error)
 
-    async def invoke() -> tuple[float, int, int, int, int]:
-        tally.reset()
-        t0 = time.perf_counter()
+    async def invoke() -> tuple[int, int]:
         out = await g.ainvoke(start(W5_N))
-        wall, left = time.perf_counter() - t0, tally.running
-        await asyncio.sleep(0.5)
-        return wall, len(out["done"]), len(out["failed"]), left, tally.running
+        return len(out["done"]), len(out["failed"])
 
-    outs = repeat(invoke, runs)
+    outs = repeat(timeout_run(tally, invoke), runs)
     return [w5_cell(PEER, "add_node(timeout=0.2, error_handler=...)", outs, True)]
