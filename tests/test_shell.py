@@ -22,7 +22,7 @@ from .conftest import running
 
 @pytest.fixture(params=["pidfd", "asyncio"], autouse=True)
 def watcher(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "pidfd" and not hasattr(os, "pidfd_open"):
+    if request.param == "pidfd" and not _shell._pidfd_works():
         pytest.skip("no pidfd_open on this platform")
     monkeypatch.setattr(_shell, "_HAVE_PIDFD", request.param == "pidfd")
     return str(request.param)
