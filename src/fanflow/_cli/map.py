@@ -83,7 +83,7 @@ class _JobLog:
 @click.option(
     "--timeout",
     type=click.FloatRange(0, min_open=True),
-    help="Seconds per job; the job's process group is killed.",
+    help="Seconds per job, from its start; then its process group is killed.",
 )
 @click.option(
     "--retries",
