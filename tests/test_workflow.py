@@ -329,14 +329,34 @@ def test_validation_example_catches_a_bad_file(tmp_path: Path) -> None:
     assert out.returncode == 1 and "total 3 != 2" in out.stdout
 
 
-def test_research_and_ensemble_examples_run_offline() -> None:
-    out = subprocess.run(
-        [sys.executable, "examples/demo.py"], capture_output=True, text=True, cwd=ROOT, timeout=120
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "synthesize" in out.stdout and "stale-mirror" in out.stdout
-    assert "value: '42'" in out.stdout  # the ensemble example's majority
-    assert (ROOT / "demo-output" / "research.html").exists()
+def test_research_and_ensemble_examples_run_offline(tmp_path: Path) -> None:
+    # What make demo runs, but writing into tmp_path: a test never overwrites demo-output/.
+    from fanflow.testing import SimulatorProcess
+
+    config = str(ROOT / "examples" / "sim-research.json")
+    with SimulatorProcess("--latency", "0.2", "--config", config) as simulator:
+        run = [sys.executable, "-m", "fanflow", "run"]
+        research = subprocess.run(
+            [*run, str(ROOT / "examples" / "research.yaml"), "--html", "research.html"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=simulator.env(),
+            timeout=120,
+        )
+        ensemble = subprocess.run(
+            [*run, str(ROOT / "examples" / "ensemble.yaml")],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=simulator.env(),
+            timeout=120,
+        )
+    assert research.returncode == 0, research.stderr[-2000:]
+    assert "synthesize" in research.stdout and "stale-mirror" in research.stdout
+    assert (tmp_path / "research.html").exists()
+    assert ensemble.returncode == 0, ensemble.stderr[-2000:]
+    assert "value: '42'" in ensemble.stdout  # the ensemble example's majority
 
 
 def test_bulk_example_resumes(tmp_path: Path) -> None:
@@ -358,3 +378,238 @@ def test_llm_option_supplies_the_model(tmp_path: Path) -> None:
     assert fanflow("validate", str(wf)).returncode == 2
     out = fanflow("validate", str(wf), "--llm", "openai:gpt-4o-mini")
     assert out.returncode == 0, out.stderr
+
+
+# --- hostile and fuzzed workflow files (issue #14) -------------------------------------------
+
+
+def _error(path: Path) -> WorkflowError:
+    with pytest.raises(WorkflowError) as info:
+        build(load(path))
+    return info.value
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "message"),
+    [
+        pytest.param(
+            "tasks:\n  a: {run: echo, with: " + "[" * 3000 + "]" * 3000 + "}\n",
+            ":2: ",
+            "nest",
+            id="deep-nesting",
+        ),
+        pytest.param(
+            "params:\n  p:" + "".join(f"\n{'  ' * (i + 2)}k:" for i in range(80)) + " 1\n"
+            "tasks:\n  a: {run: echo}\n",
+            ":",
+            "nested more than 50 levels deep",
+            id="deep-block-nesting",
+        ),
+        pytest.param(
+            "hedge: {after: p200}\ntasks:\n  a: {run: echo}\n",
+            ":1: hedge.after: ",
+            "'p200' is not a percentile: use p1 to p99",
+            id="hedge-p200",
+        ),
+        pytest.param(
+            "hedge: {after: soon}\ntasks:\n  a: {run: echo}\n",
+            ":1: hedge.after: ",
+            "a percentile such as p95 or a duration such as 2s",
+            id="hedge-junk",
+        ),
+        pytest.param(
+            "strategy: {best_effort: {max_failures: 1.5}}\ntasks:\n  a: {run: echo}\n",
+            ":1: strategy: ",
+            "max_failures is a count (a whole number) or a fraction in [0, 1]; got 1.5",
+            id="fractional-max-failures",
+        ),
+        pytest.param(
+            "max_concurrency: " + "9" * 5000 + "\ntasks:\n  a: {run: echo}\n",
+            ":1: ",
+            "Exceeds the limit (4300 digits)",
+            id="huge-int",
+        ),
+        pytest.param(
+            "timeout: " + "9" * 400 + "\ntasks:\n  a: {run: echo}\n",
+            ":1: timeout: ",
+            "invalid duration <an integer of about 400 digits>",
+            id="big-int-duration",
+        ),
+        pytest.param(
+            "rate_limit: {}\ntasks:\n  a: {run: echo}\n",
+            ":1: rate_limit: ",
+            "needs per_second, per_minute or tokens_per_minute",
+            id="empty-rate-limit",
+        ),
+        pytest.param(
+            "rate_limit: {per_minute: .inf}\ntasks:\n  a: {run: echo}\n",
+            ":1: rate_limit.per_minute: ",
+            "finite",
+            id="infinite-rate",
+        ),
+        pytest.param(
+            "tasks:\n  '': {run: echo}\n",
+            ":1: tasks: ",
+            "task name must not be empty",
+            id="no-name",
+        ),
+        pytest.param(
+            "name: !!timestamp 2001-13-45\ntasks:\n  a: {run: echo}\n",
+            ":1: ",
+            "cannot read this value: month must be in 1..12",
+            id="bad-timestamp",
+        ),
+        pytest.param(
+            "strategy: {best_effort: {min_success: 5}}\ntasks:\n  a: {run: echo}\n",
+            ":1: strategy.best_effort.min_success: ",
+            "asks for 5 successes but the workflow has only 1 task(s)",
+            id="min-success-over-tasks",
+        ),
+        pytest.param(
+            "strategy: {first_n: {n: 3}}\ntasks:\n  a: {run: echo}\n  b: {run: echo}\n",
+            ":1: strategy.first_n.n: ",
+            "needs 3 successes but the workflow has only 2 task(s)",
+            id="first-n-over-tasks",
+        ),
+        pytest.param(
+            "llm: gpt-4\ntasks:\n  a: {prompt: hi}\n",
+            ":1: llm: ",
+            "a model URI looks like 'openai:gpt-4o-mini'; got 'gpt-4'",
+            id="top-level-llm",
+        ),
+        pytest.param(
+            "tasks:\n  a: {prompt: hi, llm: 'opnai:gpt'}\n",
+            ":2: tasks.a.llm: ",
+            "unknown model provider 'opnai'",
+            id="task-llm",
+        ),
+        pytest.param(
+            "llm: 'sim:m'\ntasks:\n  a: {run: echo}\naggregate:\n  synthesize: {llm: 'openai:'}\n",
+            ":5: aggregate.synthesize.llm: ",
+            "names no model",
+            id="synthesize-llm",
+        ),
+        pytest.param(
+            "tasks:\n  a: {run: echo}\naggregate:\n  synthesize: {}\n",
+            ":4: aggregate.synthesize: ",
+            "synthesize needs a model",
+            id="synthesize-without-llm",
+        ),
+        pytest.param(
+            "timeout: 0\ntasks:\n  a: {run: echo}\n", ":1: timeout: ", "must be > 0", id="timeout-0"
+        ),
+        pytest.param(
+            "deadline: 0s\ntasks:\n  a: {run: echo}\n",
+            ":1: deadline: ",
+            "must be > 0",
+            id="deadline-0",
+        ),
+        pytest.param(
+            "tasks:\n  a: {run: echo, timeout: 0ms}\n",
+            ":2: tasks.a.timeout: ",
+            "must be > 0",
+            id="task-timeout-0",
+        ),
+    ],
+)
+def test_hostile_files_are_clear_errors(
+    tmp_path: Path, text: str, where: str, message: str
+) -> None:
+    path = tmp_path / "wf.yaml"
+    path.write_text(text)
+    error = _error(path)
+    assert str(error).startswith(f"{path}{where}"), str(error)
+    assert message in str(error)
+
+
+@pytest.mark.parametrize("after", ["2s", "500ms", 2, 0.25, "p95"])
+def test_hedge_after_takes_durations_and_percentiles(tmp_path: Path, after: Any) -> None:
+    path = write(tmp_path, f"hedge: {{after: {after}}}\ntasks:\n  a: {{run: echo}}\n")
+    hedge = build(load(path)).options["hedge"]
+    expected = {"2s": 2.0, "500ms": 0.5, 2: 2.0, 0.25: 0.25}
+    if after == "p95":
+        assert hedge.percentile == 95.0
+    else:
+        assert hedge.after == expected[after]
+
+
+@pytest.mark.timeout(20)
+def test_alias_bombs_are_refused_before_they_expand(tmp_path: Path) -> None:
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    bomb = "params:\n" + "".join(f"  {line}\n" for line in lines) + "tasks:\n  a: {run: echo}\n"
+    path = write(tmp_path, bomb)
+    error = _error(path)
+    assert "more than 100000 values once its aliases (*name) are expanded" in str(error)
+    assert len(str(error)) < 300
+    # A few aliases, as real files use them, are fine.
+    path = write(tmp_path, "x: &opts {run: echo}\ntasks:\n  a: *opts\n  b: *opts\n", "ok.yaml")
+    with pytest.raises(WorkflowError, match="unknown field 'x'"):
+        build(load(path))
+
+
+def test_error_messages_bound_the_values_they_show(tmp_path: Path) -> None:
+    big = "[" + ", ".join(["[" + ", ".join(["word"] * 100) + "]"] * 500) + "]"
+    path = write(tmp_path, f"name: {big}\ntasks:\n  a: {{run: echo}}\n")
+    error = _error(path)
+    assert "name: Input should be a valid string" in str(error) and len(str(error)) < 300
+
+
+def test_large_files_are_refused_with_the_limit_named(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_text("tasks:\n  a: {run: echo}\n" + "# padding\n" * 220_000)
+    error = _error(path)
+    assert "larger than 1048576 bytes (1 MiB), the limit" in str(error)
+    import yaml
+
+    from fanflow._workflow import _spec
+
+    if hasattr(yaml, "CSafeLoader"):  # libyaml is there: the C parser reads the file
+        assert issubclass(_spec._Loader, yaml.CSafeLoader)
+
+
+def test_every_schema_mistake_is_reported(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        timeout: never
+        max_concurrency: 0
+        tasks:
+          a: {run: echo, weight: heavy}
+          b: {run: echo, retries: 3}
+        """,
+    )
+    error = _error(path)
+    assert [(e.line, e.field) for e in error.errors] == [
+        (1, "timeout"),
+        (2, "max_concurrency"),
+        (4, "tasks.a.weight"),
+        (5, "tasks.b.retries"),
+    ]
+    out = fanflow("validate", str(path))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.count("error: ") == 5 and "4 mistakes found" in out.stderr
+
+
+def test_set_of_an_undeclared_parameter_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID)
+    with pytest.raises(WorkflowError, match=r"--set: the workflow declares no parameter 'whom'"):
+        load(path, ["whom=x"])
+    with pytest.raises(WorkflowError, match=r"\(params: who\)"):
+        load(path, ["whom=x"])
+    assert load(path, ["who=" + "9" * 5000]).workflow.params["who"] == "9" * 5000
+
+
+def test_research_example_names_the_llm_option() -> None:
+    text = (ROOT / "examples" / "research.yaml").read_text()
+    assert "--set llm" not in text and "--llm openai:gpt-4o-mini" in text
+
+
+async def test_examples_run_from_any_folder(tmp_path: Path) -> None:
+    out = fanflow("run", str(ROOT / "examples" / "validation.yaml"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"ok: all 4 tasks ok", out.stdout)
+    plan = build(load(ROOT / "examples" / "research.yaml"))
+    notes = next(t for t in plan.tasks if t.name == "local-notes")
+    result = await run_graph([notes], {})
+    assert "caffeine" in result.value["local-notes"].lower()

@@ -15,18 +15,41 @@ import inspect
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from ._aggregate import Synthesis, _as_text, _Framer, synthesize
+from ._aggregate import Synthesis, synthesize
 from ._audit import audit
 from ._engine import UPSTREAM, check_graph, run_graph
 from ._exceptions import FanOutError
 from ._result import FanInResult, TaskResult
 from ._task import Task
+from ._threads import TaskExit, run_sync
+
+if TYPE_CHECKING:
+    # Jinja2 is imported when a plan is first checked, not with fanflow.
+    from ._template import Template
 
 __all__ = ["Plan", "PlanError", "Subtask", "ask", "plan"]
 
-_REF = re.compile(r"\{\{\s*tasks\.([\w-]+)\.value\s*\}\}")
+# A subtask name may hold "-": after "tasks." it is a name, not a minus.
+_DASHED = re.compile(r"\btasks\.(\w+(?:-\w+)+)")
+_TITLES = {"tasks": "output of subtask {}"}
+
+
+def _template(text: str, mode: Literal["prompt", "value"]) -> Template:
+    """The plan's ``{{ tasks.NAME.value }}`` template (fanflow's one templater, roots: tasks).
+
+    Raises:
+        TemplateError: a syntax error, an unknown name or filter.
+    """
+    from ._template import Template
+
+    return Template(text, mode, roots=("tasks",), titles=_TITLES, dashed=_DASHED.findall(text))
+
+
+def _render(template: Template, upstream: Mapping[str, TaskResult]) -> Any:
+    """``template`` filled with the values of the subtasks it uses (all of them needs)."""
+    return template.render(tasks={name: upstream[name].value for name in template.tasks()})
 
 
 class PlanError(FanOutError):
@@ -79,8 +102,22 @@ class Subtask:
 
     def refs(self) -> set[str]:
         """The subtasks whose values this one uses."""
+        from ._template import TemplateError
+
+        names: set[str] = set()
+        for text in self.templates():
+            try:
+                names.update(_template(text, "value").tasks())
+            except TemplateError:
+                continue  # reported by the plan's check, not here
+        return names
+
+    def templates(self) -> list[str]:
+        """The prompt and the string arguments that hold template syntax."""
+        from ._template import is_template
+
         texts = [self.prompt or "", *(v for v in self.args.values() if isinstance(v, str))]
-        return {name for text in texts for name in _REF.findall(text)}
+        return [text for text in texts if is_template(text)]
 
 
 def _describe_tool(name: str, fn: Callable[..., Any]) -> str:
@@ -131,6 +168,8 @@ def _check(
         return [], [f"the answer is not valid JSON ({exc.msg} at line {exc.lineno})"]
     from pydantic import ValidationError
 
+    from ._template import TemplateError
+
     try:
         spec = _schema().model_validate(data)
     except ValidationError as exc:
@@ -163,6 +202,17 @@ def _check(
         sub = Subtask(
             t.name, t.prompt, t.tool, t.args, tuple(t.needs), tuple(t.reads), tuple(t.writes)
         )
+        for text in sub.templates():
+            try:
+                template = _template(text, "value")
+            except TemplateError as exc:
+                problems.append(f"subtask {t.name!r}: {exc}")
+                continue
+            for use in template.references:
+                if use.keys[1:2] != ("value",) or not isinstance(use.keys[0], str):
+                    problems.append(
+                        f"subtask {t.name!r}: write {{{{ tasks.NAME.value }}}} to use a result"
+                    )
         for ref in sorted(sub.refs()):
             if ref not in names:
                 problems.append(f"subtask {t.name!r} uses the value of unknown subtask {ref!r}")
@@ -234,32 +284,27 @@ class Plan:
     def _runner(self, sub: Subtask) -> Callable[..., Any]:
         llm, tools = self.llm, self.tools
 
+        from ._template import is_template
+
         async def run(upstream: Mapping[str, TaskResult]) -> Any:
             if sub.tool is not None:
+                # "{{ tasks.a.value }}" alone keeps the value's type; mixed text is a string.
                 args = {
-                    k: _REF.sub(lambda m: _as_text(upstream[m.group(1)].value), v)
-                    if isinstance(v, str)
+                    k: _render(_template(v, "value"), upstream)
+                    if isinstance(v, str) and is_template(v)
                     else v
                     for k, v in sub.args.items()
                 }
                 fn = tools[sub.tool]
                 if inspect.iscoroutinefunction(fn):
-                    return await fn(**args)
-                import asyncio
-
-                return await asyncio.to_thread(fn, **args)
+                    try:
+                        return await fn(**args)
+                    except SystemExit as exc:  # the subtask's error
+                        raise TaskExit(exc.code) from exc
+                return await run_sync(fn, **args)
             assert sub.prompt is not None
-            names = sorted(sub.refs())
-            framer = _Framer([_as_text(upstream[n].value) for n in names])
-            prompt = _REF.sub(
-                lambda m: framer.block(
-                    f"output of subtask {json.dumps(m.group(1))}",
-                    _as_text(upstream[m.group(1)].value),
-                ),
-                sub.prompt,
-            )
-            if names:
-                prompt = framer.preamble() + "\n\n" + prompt
+            # Each result is framed as nonce-delimited data, never as instructions.
+            prompt = _render(_template(sub.prompt, "prompt"), upstream)
             return (await llm.complete(prompt)).text
 
         run.__qualname__ = run.__name__ = sub.name

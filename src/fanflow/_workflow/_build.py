@@ -2,35 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import importlib
 import inspect
-import json
-import re
-import shlex
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import _strategies, _vote
-from .._aggregate import _as_text, _Framer
 from .._engine import UPSTREAM, check_graph
-from .._hedge import Hedge
-from .._limits import RateLimit
 from .._result import TaskResult
 from .._retry import Retry
 from .._shell import run_shell
-from .._strategies import Strategy
 from .._task import Task
-from ._spec import Loaded, RetrySpec, StrategySpec, TaskSpec
+from .._template import Mode, Template, TemplateError, is_template, quoted_placeholders
+from .._threads import TaskExit, run_sync
+from ._spec import Loaded, RetrySpec, TaskSpec, WorkflowError
 
 __all__ = ["Plan", "build"]
-
-# {{ params.NAME }}, {{ tasks.NAME.value }}, {{ tasks.NAME.value.KEY }}
-_REF = re.compile(r"\{\{\s*(params|tasks)\.([\w-]+)((?:\.[\w-]+)*)\s*\}\}")
 
 
 @dataclasses.dataclass
@@ -43,101 +33,100 @@ class Plan:
     options: dict[str, Any]
     loaded: Loaded
     spec_hash: str
-
-
-def _strategy(spec: StrategySpec) -> Strategy:
-    if spec.kind == "all_or_nothing":
-        return _strategies.AllOrNothing()
-    if spec.kind == "first_n":
-        assert spec.n is not None
-        return _strategies.FirstN(spec.n)
-    if spec.kind == "vote":
-        return _vote.Vote(quorum=spec.quorum, early_stop=spec.early_stop)
-    budget: int | float | None = spec.max_failures
-    if budget is not None and budget >= 1 and float(budget).is_integer():
-        budget = int(budget)
-    return _strategies.BestEffort(
-        min_success=spec.min_success if spec.min_success is not None else 1, max_failures=budget
-    )
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    """Things that work but likely not as meant: a placeholder inside quotes in ``run:``."""
 
 
 def _retry(spec: RetrySpec | None) -> Retry | None:
-    if spec is None:
-        return None
-    return Retry(
-        attempts=spec.attempts,
-        backoff=spec.backoff,
-        max_backoff=spec.max_backoff,
-        jitter=spec.jitter,
-        retry_timeouts=spec.retry_timeouts,
-    )
+    return spec.build() if spec is not None else None
 
 
-def _lookup(value: Any, path: list[str]) -> Any:
-    for key in path:
-        if isinstance(value, Mapping) and key in value:
-            value = value[key]
-        else:
-            raise KeyError(key)
+_TITLES = {"tasks": "output of task {}", "params": "parameter {}"}
+
+
+def _template(text: str, loaded: Loaded, loc: tuple[Any, ...], task: str, mode: Mode) -> Template:
+    """A checked template: syntax, filters, and every name it uses against params and tasks.
+
+    Raises:
+        WorkflowError: at ``loc``, naming what is wrong and what is known.
+    """
+    wf = loaded.workflow
+    params, tasks = wf.params, wf.tasks
+    try:
+        template = Template(
+            text,
+            mode,
+            titles=_TITLES,
+            dashed=[n for n in (*params, *tasks) if "-" in n],
+        )
+    except TemplateError as exc:
+        raise loaded.error(loc, str(exc)) from None
+    needs = set(tasks[task].needs) if task in tasks else set()
+    for ref in template.references:
+        name = ref.keys[0] if ref.keys else None
+        if ref.root == "params":
+            if not isinstance(name, str):
+                raise loaded.error(loc, "refer to a parameter by name: {{ params.NAME }}")
+            if name not in params:
+                known = ", ".join(sorted(params)) or "none"
+                raise loaded.error(loc, f"unknown parameter {name!r} (params: {known})")
+            continue
+        if not isinstance(name, str):
+            raise loaded.error(loc, "refer to a task by name: {{ tasks.NAME.value }}")
+        if name not in tasks:
+            known = ", ".join(sorted(tasks))
+            raise loaded.error(
+                loc, f"refers to task {name!r}, which does not exist (tasks: {known})"
+            )
+        if ref.keys[1:2] != ("value",):
+            raise loaded.error(loc, f"use {{{{ tasks.{name}.value }}}} to refer to a task's value")
+        if name not in needs:
+            raise loaded.error(
+                loc,
+                f"task {task!r} uses the value of task {name!r} without needing it: a hidden "
+                f"dependency. HINT: add needs: [{name}] to {task!r}",
+            )
+    return template
+
+
+def _values(template: Template, upstream: Mapping[str, TaskResult]) -> dict[str, Any]:
+    """The values of the tasks ``template`` uses (all of them needs, checked at build)."""
+    return {name: upstream[name].value for name in template.tasks()}
+
+
+def _fill(
+    value: Any, params: Mapping[str, Any], upstream: Mapping[str, TaskResult], folder: str
+) -> Any:
+    """A ``with:`` value with its templates rendered (one expression keeps its type)."""
+    if isinstance(value, Template):
+        return value.render(params, _values(value, upstream), folder=folder)
+    if isinstance(value, dict):
+        return {k: _fill(v, params, upstream, folder) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, params, upstream, folder) for v in value]
     return value
 
 
-class _Template:
-    """A string with ``{{ ... }}`` references, checked at build time, filled at run time."""
-
-    def __init__(self, text: str, loaded: Loaded, loc: tuple[Any, ...], task: str) -> None:
-        self.text = text
-        self.refs: list[str] = []
-        params = loaded.workflow.params
-        tasks = loaded.workflow.tasks
-        needs = set(tasks[task].needs) if task in tasks else set()
-        for match in _REF.finditer(text):
-            kind, name, rest = match.groups()
-            if kind == "params":
-                if name not in params:
-                    known = ", ".join(sorted(params)) or "none"
-                    raise loaded.error(loc, f"unknown parameter {name!r} (params: {known})")
-                continue
-            if name not in tasks:
-                raise loaded.error(loc, f"refers to task {name!r}, which does not exist")
-            if not rest.startswith(".value") and rest != "":
-                raise loaded.error(
-                    loc, f"use {{{{ tasks.{name}.value }}}} to refer to a task's value"
-                )
-            if name not in needs:
-                raise loaded.error(
-                    loc,
-                    f"task {task!r} uses the value of task {name!r} without needing it: a hidden "
-                    f"dependency. HINT: add needs: [{name}] to {task!r}",
-                )
-            self.refs.append(name)
-
-    def fill(
-        self,
-        params: Mapping[str, Any],
-        upstream: Mapping[str, TaskResult],
-        quote: Callable[[str], str],
-        frame: Callable[[str, str], str] | None = None,
-    ) -> str:
-        def value(match: re.Match[str]) -> str:
-            kind, name, rest = match.groups()
-            if kind == "params":
-                return quote(str(params[name]))
-            path = [p for p in rest.split(".") if p][1:]  # after "value"
-            result = upstream[name]
-            try:
-                data = _lookup(result.value, path)
-            except KeyError as exc:
-                raise KeyError(f"task {name!r} returned no key {exc.args[0]!r}") from None
-            text = _as_text(data)
-            return frame(name, text) if frame is not None else quote(text)
-
-        return _REF.sub(value, self.text)
+def _templates_in(
+    value: Any, loaded: Loaded, loc: tuple[Any, ...], task: str, errors: list[WorkflowError]
+) -> Any:
+    """``value`` with each template string (at any depth) compiled; errors are collected."""
+    if isinstance(value, str) and is_template(value):
+        try:
+            return _template(value, loaded, loc, task, "value")
+        except WorkflowError as exc:
+            errors.append(exc)
+            return value
+    if isinstance(value, dict):
+        return {k: _templates_in(v, loaded, (*loc, k), task, errors) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_templates_in(v, loaded, (*loc, i), task, errors) for i, v in enumerate(value)]
+    return value
 
 
 def _import(target: str, loaded: Loaded, loc: tuple[Any, ...]) -> Callable[..., Any]:
     # call: targets are found beside the workflow file, or from the current folder.
-    for folder in (str(Path(loaded.path).resolve().parent), str(Path.cwd())):
+    for folder in (loaded.folder, str(Path.cwd())):
         if folder not in sys.path:
             sys.path.append(folder)
     module_name, _, attr = target.partition(":")
@@ -157,46 +146,40 @@ def _lookup_attr(obj: Any, dotted: str) -> Any:
     return obj
 
 
-def _shell_task(template: _Template, params: Mapping[str, Any]) -> Callable[..., Any]:
+def _shell_task(template: Template, params: Mapping[str, Any], folder: str) -> Callable[..., Any]:
     async def run(upstream: Mapping[str, TaskResult]) -> str:
-        command = template.fill(params, upstream, shlex.quote)
-        output = await run_shell(command)
+        command = template.render(params, _values(template, upstream), folder=folder)
+        # Relative paths in the command mean the workflow's folder, wherever fanflow runs.
+        output = await run_shell(command, cwd=folder)
         return output.stdout.decode("utf-8", errors="replace").rstrip("\n")
 
     return run
 
 
 def _call_task(
-    fn: Callable[..., Any], arguments: dict[str, Any], params: Mapping[str, Any]
+    fn: Callable[..., Any], arguments: dict[str, Any], params: Mapping[str, Any], folder: str
 ) -> Callable[..., Any]:
     async def call(upstream: Mapping[str, TaskResult]) -> Any:
-        kwargs = {
-            k: (v.fill(params, upstream, str) if isinstance(v, _Template) else v)
-            for k, v in arguments.items()
-        }
+        kwargs = {k: _fill(v, params, upstream, folder) for k, v in arguments.items()}
         if inspect.iscoroutinefunction(fn):
-            return await fn(**kwargs)
-        # A plain function runs in a thread, as ff.Task would run it.
-        return await asyncio.to_thread(fn, **kwargs)
+            try:
+                return await fn(**kwargs)
+            except SystemExit as exc:  # the task's error, not the end of fanflow
+                raise TaskExit(exc.code) from exc
+        # A plain function runs in a daemon worker thread, as ff.Task would run it.
+        return await run_sync(fn, **kwargs)
 
     return call
 
 
 def _prompt_task(
-    template: _Template, llm_uri: str, params: Mapping[str, Any]
+    template: Template, llm_uri: str, params: Mapping[str, Any], folder: str
 ) -> Callable[..., Any]:
     async def ask(upstream: Mapping[str, TaskResult]) -> str:
         from ..llm import from_uri
 
-        texts = [_as_text(upstream[name].value) for name in template.refs]
-        framer = _Framer(texts)
-
-        def frame(name: str, text: str) -> str:
-            return framer.block(f"output of task {json.dumps(name)}", text)
-
-        prompt = template.fill(params, upstream, str, frame)
-        if template.refs:
-            prompt = framer.preamble() + "\n\n" + prompt
+        # Task values and params alike are framed as data between nonce markers.
+        prompt = template.render(params, _values(template, upstream), folder=folder)
         llm = from_uri(llm_uri)
         try:
             completion = await llm.complete(prompt)
@@ -209,32 +192,49 @@ def _prompt_task(
     return ask
 
 
-def _build_task(name: str, spec: TaskSpec, loaded: Loaded) -> Task:
+def _quote_warnings(template: Template, loaded: Loaded, loc: tuple[Any, ...]) -> list[str]:
+    where = str(loaded.error(loc, "")).removesuffix(": ")
+    return [
+        f"{where}: {placeholder} sits inside quotes written in the command: its value is "
+        'shell-quoted already, so these quotes no longer protect it (inside "..." the shell '
+        "still expands $(...) and `...` in the value); write the placeholder without quotes"
+        for placeholder in quoted_placeholders(template.source)
+    ]
+
+
+def _build_task(
+    name: str, spec: TaskSpec, loaded: Loaded, errors: list[WorkflowError], warnings: list[str]
+) -> Task | None:
+    """The task, or ``None`` with its mistakes appended to ``errors``."""
     wf = loaded.workflow
     params = wf.params
     base = ("tasks", name)
     fn: Callable[..., Any]
-    if spec.run is not None:
-        fn = _shell_task(_Template(spec.run, loaded, (*base, "run"), name), params)
-    elif spec.call is not None:
-        target = _import(spec.call, loaded, (*base, "call"))
-        arguments = {
-            k: (
-                _Template(v, loaded, (*base, "with_", k), name)
-                if isinstance(v, str) and "{{" in v
-                else v
-            )
-            for k, v in spec.with_.items()
-        }
-        fn = _call_task(target, arguments, params)
-    else:
-        assert spec.prompt is not None
-        uri = spec.llm or wf.llm
-        if uri is None:
-            raise loaded.error(
-                (*base, "llm"), "a prompt task needs llm: (here or at the top level)"
-            )
-        fn = _prompt_task(_Template(spec.prompt, loaded, (*base, "prompt"), name), uri, params)
+    try:
+        if spec.run is not None:
+            template = _template(spec.run, loaded, (*base, "run"), name, "shell")
+            warnings += _quote_warnings(template, loaded, (*base, "run"))
+            fn = _shell_task(template, params, loaded.folder)
+        elif spec.call is not None:
+            found: list[WorkflowError] = []
+            arguments = _templates_in(spec.with_, loaded, (*base, "with_"), name, found)
+            target = _import(spec.call, loaded, (*base, "call"))
+            if found:
+                errors += found
+                return None
+            fn = _call_task(target, arguments, params, loaded.folder)
+        else:
+            assert spec.prompt is not None
+            uri = spec.llm or wf.llm
+            template = _template(spec.prompt, loaded, (*base, "prompt"), name, "prompt")
+            if uri is None:
+                raise loaded.error(
+                    (*base, "llm"), "a prompt task needs llm: (here or at the top level)"
+                )
+            fn = _prompt_task(template, uri, params, loaded.folder)
+    except WorkflowError as exc:
+        errors.append(exc)
+        return None
     fn.__qualname__ = fn.__name__ = name
     return Task(
         name,
@@ -250,15 +250,18 @@ def _build_task(name: str, spec: TaskSpec, loaded: Loaded) -> Task:
 
 
 def build(loaded: Loaded) -> Plan:
-    """Check references, needs and the audit; return the tasks and options to run.
+    """Check templates, references, needs and the audit; return the tasks and options to run.
 
     Raises:
-        WorkflowError: an unknown parameter or task, a hidden dependency (a
-            value used without ``needs:``), a cycle, an import that fails,
-            or an audit conflict — naming the file, line and field.
+        WorkflowError: an unknown parameter or task, a template error, a
+            hidden dependency (a value used without ``needs:``), a cycle, an
+            import that fails, or an audit conflict — every one found, each
+            naming the file, line and field.
     """
     wf = loaded.workflow
-    tasks = [_build_task(name, spec, loaded) for name, spec in wf.tasks.items()]
+    errors: list[WorkflowError] = []
+    warnings: list[str] = []
+    built = [_build_task(name, spec, loaded, errors, warnings) for name, spec in wf.tasks.items()]
     needs = {name: list(spec.needs) for name, spec in wf.tasks.items() if spec.needs}
     try:
         check_graph(list(wf.tasks), needs)
@@ -267,32 +270,27 @@ def build(loaded: Loaded) -> Plan:
             (n for n, deps in needs.items() if any(d not in wf.tasks or d == n for d in deps)),
             next(iter(needs), ""),
         )
-        raise loaded.error(("tasks", culprit, "needs"), str(exc)) from None
+        errors.append(loaded.error(("tasks", culprit, "needs"), str(exc)))
+    if errors:
+        errors.sort(key=lambda e: e.line or 0)
+        raise WorkflowError.combine(errors)
+    tasks = [task for task in built if task is not None]
     from .._audit import audit
 
     report = audit(tasks, needs)
     if report.conflicts:
-        conflict = report.conflicts[0]
-        raise loaded.error(("tasks", conflict.tasks[0]), str(conflict))
-    hedge = None
-    if wf.hedge is not None:
-        hedge = Hedge(after=wf.hedge.after, max_extra=wf.hedge.max_extra)
-    rate = None
-    if wf.rate_limit is not None:
-        rate = RateLimit(
-            per_second=wf.rate_limit.per_second,
-            per_minute=wf.rate_limit.per_minute,
-            tokens_per_minute=wf.rate_limit.tokens_per_minute,
+        raise WorkflowError.combine(
+            [loaded.error(("tasks", c.tasks[0]), str(c)) for c in report.conflicts]
         )
     options: dict[str, Any] = {
-        "strategy": _strategy(wf.strategy),
+        "strategy": wf.strategy.build(),
         "max_concurrency": wf.max_concurrency,
         "timeout": wf.timeout,
         "deadline": wf.deadline,
         "retry": _retry(wf.retry),
-        "hedge": hedge,
-        "rate_limit": rate,
+        "hedge": wf.hedge.build() if wf.hedge is not None else None,
+        "rate_limit": wf.rate_limit.build() if wf.rate_limit is not None else None,
         "audit": wf.audit,
     }
     digest = hashlib.sha256(loaded.text.encode("utf-8")).hexdigest()
-    return Plan(wf.name, tasks, needs, options, loaded, digest)
+    return Plan(wf.name, tasks, needs, options, loaded, digest, warnings)
