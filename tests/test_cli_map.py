@@ -157,9 +157,63 @@ def test_joblog_and_journal(tmp_path: Path) -> None:
         (["map", "--first", "1", "--halt-on-fail", "echo", ":::", "a"], "cannot be used together"),
         (["map", "-j", "0", "echo", ":::", "a"], "-j"),
         (["map", "--timeout", "-1", "echo", ":::", "a"], "--timeout"),
+        (["map", "--timeout", "nan", "echo", ":::", "a"], "finite"),
+        (["map", "--timeout", "inf", "echo", ":::", "a"], "finite"),
     ],
 )
 def test_usage_errors_exit_2_without_a_traceback(args: list[str], message: str) -> None:
     out = fanflow(*args)
     assert out.returncode == 2 and message in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("option", ["--joblog", "--journal"])
+def test_a_file_in_a_missing_folder_is_a_one_line_error_before_any_job(
+    option: str, tmp_path: Path
+) -> None:
+    ran = tmp_path / "ran"
+    out = fanflow("map", option, str(tmp_path / "nowhere" / "f"), f"touch {ran}", ":::", "a")
+    assert out.returncode == 2 and "nowhere" in out.stderr
+    assert len(out.stderr.splitlines()) == 1 and "Traceback" not in out.stderr
+    assert not ran.exists()
+
+
+def test_an_empty_argument_is_a_job() -> None:
+    out = fanflow("map", "-k", "echo [{}]", ":::", "a", "", "b")
+    assert out.returncode == 0 and out.stdout.splitlines() == ["[a]", "[]", "[b]"]
+    piped = fanflow("map", "-k", "echo [{}]", stdin="a\n\nb\n")
+    assert piped.returncode == 0 and piped.stdout.splitlines() == ["[a]", "[]", "[b]"]
+
+
+def test_a_timed_out_job_prints_what_it_printed() -> None:
+    out = fanflow("map", "--timeout", "0.5", "echo partial {}; sleep 30", ":::", "x")
+    assert out.returncode == 1 and out.stdout == "partial x\n"
+    assert "timed out after 0.5 s" in out.stderr
+
+
+MEASURE = """
+import resource, subprocess, sys
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE)
+total = 0
+while chunk := proc.stdout.read(1 << 20):
+    total += len(chunk)
+proc.wait()
+print(proc.returncode, total, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def test_a_large_output_goes_through_a_file_not_memory(tmp_path: Path) -> None:
+    # 200 MB from one job: all of it arrives, while fanflow's peak RSS (its
+    # own and its children's, measured by a parent that runs only fanflow)
+    # stays far below the output's size: it waited in a temporary file.
+    size = 200_000_000
+    argv = [sys.executable, "-m", "fanflow", "map", "--journal", str(tmp_path / "j.db")]
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE, *argv, "head -c {} /dev/zero", ":::", str(size)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    code, total, peak_kib = map(int, out.stdout.split())
+    assert code == 0 and total == size
+    assert peak_kib < 100 * 1024, f"peak RSS {peak_kib} KiB"

@@ -8,14 +8,16 @@ pidfd and the pipes directly (Linux >= 5.3), and asyncio's subprocesses
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from fanflow import _shell
-from fanflow._shell import ShellError, run_shell
+from fanflow._shell import ShellError, ShellTimeoutError, run_shell
 
 from .conftest import running
 
@@ -97,3 +99,29 @@ async def test_many_at_once_each_get_their_own_output() -> None:
     outs = await asyncio.gather(*[run_shell(f"echo {i}; echo e{i} >&2") for i in range(50)])
     assert [o.stdout for o in outs] == [f"{i}\n".encode() for i in range(50)]
     assert [o.stderr for o in outs] == [f"e{i}\n".encode() for i in range(50)]
+
+
+async def test_a_large_output_waits_in_a_temporary_file_not_in_memory() -> None:
+    # 8 MB on stdout: past SPILL_AT it goes to an unlinked temporary file;
+    # Python's own allocations stay near SPILL_AT, not near the output's size.
+    size = 8_000_000
+    tracemalloc.start()
+    try:
+        out = await run_shell(f"head -c {size} /dev/zero; echo err >&2")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.spilled and out.stdout_size == size and out.stderr == b"err\n"
+    assert peak < 3 * _shell.SPILL_AT, peak
+    sink = io.BytesIO()
+    out.write_stdout(sink)
+    assert sink.getvalue() == b"\0" * size and out.stdout == b"\0" * size
+    out.close()
+    assert out.stdout == b""
+
+
+async def test_a_timed_out_command_keeps_what_it_printed() -> None:
+    with pytest.raises(ShellTimeoutError, match=r"timed out after 0\.3 s") as caught:
+        await run_shell("printf partial; echo e >&2; sleep 30", timeout=0.3)
+    assert isinstance(caught.value, TimeoutError)
+    assert caught.value.output.stdout == b"partial" and caught.value.output.stderr == b"e\n"

@@ -3,13 +3,23 @@
 Each finished item is written (key, status, value as JSON, error, attempts,
 timings) in a transaction per event-loop turn, in WAL mode, *before*
 ``fan_map`` yields it: whatever the consumer has seen survives a
-``kill -9``. A rerun skips keys recorded ``ok`` and yields their stored
-results, marked ``replayed``. A journal remembers which function or command
-wrote it and refuses to be mixed with another.
+``kill -9``. (With ``confirm=True`` a record is written only once the
+consumer confirms it has delivered the result: ``fanflow map`` confirms a
+job after its output was written and flushed.) A rerun skips items recorded
+``ok`` and yields their stored results, marked ``replayed``. A journal
+remembers which function or command wrote it and refuses to be mixed with
+another.
+
+An item is identified by its position and a fingerprint of the item (two
+equal items are two items), or by a caller's ``key``. A rerun whose item at
+a recorded position differs from the recorded one is an error naming the
+position and both items, never a skip: the input changed, and skipping by
+position would silently drop work.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -20,12 +30,15 @@ from ._exceptions import FanOutError
 from ._result import TaskResult
 from ._types import Status
 
-__all__ = ["Journal", "JournalError"]
+__all__ = ["Journal", "JournalError", "JournalMismatchError", "fingerprint"]
 
+# Version 2 keys rows by identity (position, or the caller's key) instead of
+# by the key text alone, and remembers each position's item.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS items (
-    key TEXT PRIMARY KEY,
+    ident BLOB PRIMARY KEY,
+    key TEXT NOT NULL,
     status TEXT NOT NULL,
     value TEXT,
     error TEXT,
@@ -33,35 +46,128 @@ CREATE TABLE IF NOT EXISTS items (
     started_at REAL,
     finished_at REAL,
     duration REAL,
-    position INTEGER
+    position INTEGER,
+    input BLOB
 );
 """
+
+# Items longer than this are fingerprinted by a digest (and a prefix, to name
+# them in errors) rather than stored whole.
+_INPUT_MAX = 1024
 
 
 class JournalError(FanOutError):
     """A journal that cannot be used: another job's, unreadable, or a value it cannot store."""
 
 
+class JournalMismatchError(JournalError):
+    """The item at a recorded position is not the item the journal recorded there.
+
+    Attributes:
+        index: the position (0-based).
+        recorded: the item the journal recorded there (as far as it was kept).
+        given: the item now at that position.
+    """
+
+    def __init__(self, path: Path, index: int, recorded: Any, given: Any) -> None:
+        super().__init__(
+            f"{path}: item {index} is {given!r}, but the journal recorded {recorded!r} at "
+            "that position: the input changed. Nothing was skipped or overwritten; rerun "
+            "with the original input, or use another journal file"
+        )
+        self.index = index
+        self.recorded = recorded
+        self.given = given
+
+
+def fingerprint(item: Any) -> bytes:
+    """A lossless, type-tagged encoding of ``item`` that tells different items apart.
+
+    Strings keep lone surrogates (``surrogateescape`` arguments such as a
+    non-UTF-8 file name) and bytes are kept as they are; other items must be
+    JSON data. Long items are reduced to a SHA-256 digest plus a prefix.
+
+    Raises:
+        TypeError: the item is neither text, bytes nor JSON data.
+    """
+    if isinstance(item, str):
+        data = b"s" + item.encode("utf-8", "surrogatepass")
+    elif isinstance(item, bytes | bytearray):
+        data = b"b" + bytes(item)
+    else:
+        try:
+            # ensure_ascii (the default) escapes lone surrogates: the text is ASCII.
+            text = json.dumps(item, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"a fan_map item must be text, bytes or JSON data to be journaled; got {item!r}. "
+                "HINT: pass key=lambda item: ... returning a string that identifies it"
+            ) from None
+        data = b"j" + text.encode("ascii")
+    if len(data) <= _INPUT_MAX:
+        return data
+    return b"h" + hashlib.sha256(data).digest() + data[:100]
+
+
+def describe(fp: bytes) -> Any:
+    """The item a :func:`fingerprint` was made of (a long one: its start and ``...``)."""
+    tag, data = fp[:1], fp[1:]
+    if tag == b"h":
+        return f"{describe(data[32:])!r}... (longer; compared by SHA-256)"
+    if tag == b"s":
+        try:
+            return data.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:  # a prefix cut inside a character
+            return data.decode("utf-8", "replace")
+    if tag == b"b":
+        return data
+    try:
+        return json.loads(data)
+    except ValueError:  # a prefix of a long item: not JSON on its own
+        return data.decode("ascii", "replace")
+
+
+def _text(value: str) -> str:
+    # SQLite text must be UTF-8: lone surrogates (an argument that was not
+    # UTF-8) are written as backslash escapes in names and messages.
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class Journal:
     """The SQLite journal of one bulk job.
 
     Args:
-        path: the database file (created if missing).
+        path: the database file (created if missing; its folder must exist).
         identity: what the job runs (a function's qualified name, a command
             template): a journal written by another job is refused.
         serialize: turns a value into JSON-serialisable data before it is
             stored; by default values must already be JSON data.
+        confirm: record a result only when :meth:`confirm` is called for
+            it, after the consumer has delivered it (printed its output,
+            saved its value), instead of before it is yielded. A crash
+            between delivery and confirmation runs the item again: at least
+            once, never lost.
 
     Raises:
-        JournalError: the file belongs to another job or is not a journal.
+        JournalError: the file belongs to another job, is not a journal (or
+            one of an older fanflow), or its folder does not exist.
     """
 
     def __init__(
-        self, path: str | Path, identity: str, serialize: Callable[[Any], Any] | None = None
+        self,
+        path: str | Path,
+        identity: str,
+        serialize: Callable[[Any], Any] | None = None,
+        *,
+        confirm: bool = False,
     ) -> None:
         self.path = Path(path)
         self.identity = identity
         self.serialize = serialize
+        self.confirming = confirm
+        folder = self.path.parent
+        if not folder.is_dir():
+            raise JournalError(f"{self.path}: the folder {str(folder)!r} does not exist")
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -70,44 +176,116 @@ class Journal:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
             row = self._db.execute("SELECT value FROM meta WHERE name = 'identity'").fetchone()
+            columns = {c[1] for c in self._db.execute("PRAGMA table_info(items)")}
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"{self.path}: not a fanflow journal ({exc})") from None
+        if "ident" not in columns:
+            self._db.close()
+            # Version 1 identified items by their text alone, so equal items
+            # were one item: its records cannot be trusted to say what ran.
+            raise JournalError(
+                f"{self.path} was written by an older fanflow, which identified items by "
+                "their text alone (equal items were skipped as done); finish that run with "
+                "the older fanflow, or delete the file to start over"
+            )
         if row is None:
-            self._db.execute("INSERT INTO meta VALUES ('identity', ?)", (identity,))
-        elif row[0] != identity:
+            self._db.execute("INSERT INTO meta VALUES ('identity', ?)", (_text(identity),))
+        elif row[0] != _text(identity):
             self._db.close()
             raise JournalError(
                 f"{self.path} is the journal of another job ({row[0]!r}), not of {identity!r}; "
                 "use another file, or delete it to start over"
             )
         self._has_rows = self._db.execute("SELECT 1 FROM items LIMIT 1").fetchone() is not None
+        self._keyed: bool | None = None
+        self._verified = 0
+        # Per item between lookup and write: its identity and fingerprint.
+        self._pending: dict[int, tuple[bytes, bytes | None]] = {}
+        # Rows waiting for confirm(), by position.
+        self._unconfirmed: dict[int, tuple[Any, ...]] = {}
         self.replayed = 0
 
     def __repr__(self) -> str:
         return f"Journal({str(self.path)!r}, identity={self.identity!r})"
 
-    def lookup(self, key: str, index: int) -> TaskResult | None:
-        """The stored result of ``key`` if it is recorded ok, marked replayed."""
-        if not self._has_rows:
-            return None
-        row = self._db.execute(
-            "SELECT value, attempts, started_at, finished_at, duration FROM items "
-            "WHERE key = ? AND status = 'ok'",
-            (key,),
-        ).fetchone()
+    def bind(self, keyed: bool) -> None:
+        """Say how items are identified: by the caller's key, or by position and item.
+
+        Raises:
+            JournalError: the journal was written the other way.
+        """
+        how = "key" if keyed else "position"
+        row = self._db.execute("SELECT value FROM meta WHERE name = 'identified_by'").fetchone()
         if row is None:
+            self._db.execute("INSERT INTO meta VALUES ('identified_by', ?)", (how,))
+        elif row[0] != how:
+            raise JournalError(
+                f"{self.path} identifies items by {row[0]}, this run by {how} "
+                f"({'with' if keyed else 'without'} key=); use the same, or another file"
+            )
+        self._keyed = keyed
+        self._verified = 0  # a new run: its items are not verified yet
+
+    def verify(self, items: Sequence[Any]) -> None:
+        """Check every recorded position against ``items``, before anything runs.
+
+        Raises:
+            JournalMismatchError: the item at a recorded position differs.
+            TypeError: an item cannot be fingerprinted.
+        """
+        if not self._has_rows:
+            return
+        rows = self._db.execute(
+            "SELECT position, input FROM items WHERE input IS NOT NULL AND position < ? "
+            "ORDER BY position",
+            (len(items),),
+        )
+        for position, recorded in rows:
+            given = fingerprint(items[position])
+            if given != recorded:
+                raise JournalMismatchError(self.path, position, describe(recorded), describe(given))
+        # lookup() need not fingerprint these positions again to compare.
+        self._verified = len(items)
+
+    def lookup(self, key: str, index: int, item: Any = None) -> TaskResult | None:
+        """The stored result of the item at ``index`` if it is recorded ok, marked replayed.
+
+        Identified by ``key`` if the journal was bound to keys, else by
+        ``index`` and the fingerprint of ``item``.
+
+        Raises:
+            JournalMismatchError: a different item was recorded at ``index``.
+        """
+        keyed = bool(self._keyed)
+        ident = key.encode("utf-8", "surrogatepass") if keyed else b"#%d" % index
+        row = None
+        if self._has_rows:
+            row = self._db.execute(
+                "SELECT status, input, value, attempts, started_at, finished_at, duration "
+                "FROM items WHERE ident = ?",
+                (ident,),
+            ).fetchone()
+        # The fingerprint is needed to record the item, or to compare it
+        # with a record verify() has not checked yet; not to replay it.
+        fp = None
+        if not keyed and (row is None or row[0] != Status.OK.value or index >= self._verified):
+            fp = fingerprint(item)
+        if row is not None and fp is not None and row[1] != fp:
+            raise JournalMismatchError(self.path, index, describe(row[1]), describe(fp))
+        if row is None or row[0] != Status.OK.value:
+            self._pending[index] = (ident, fp)
             return None
         self.replayed += 1
-        value = json.loads(row[0]) if row[0] is not None else None
+        value = json.loads(row[2]) if row[2] is not None else None
         return TaskResult(
             key,
             Status.OK,
             value,
             None,
-            row[1],
-            row[2],
             row[3],
             row[4],
+            row[5],
+            row[6],
             "replayed from the journal",
             index=index,
             replayed=True,
@@ -126,7 +304,7 @@ class Journal:
             ) from None
 
     def write(self, results: Sequence[TaskResult]) -> None:
-        """Record ``results`` in one transaction.
+        """Record ``results`` in one transaction (with ``confirm=True``: once confirmed).
 
         Raises:
             JournalError: a value is not JSON-serialisable (nothing of this
@@ -136,10 +314,16 @@ class Journal:
         for r in results:
             if r.replayed:
                 continue
-            error = None if r.error is None else f"{type(r.error).__name__}: {r.error}"
+            assert r.index is not None
+            ident, fp = self._pending.get(r.index) or (
+                r.name.encode("utf-8", "surrogatepass"),
+                None,
+            )
+            error = None if r.error is None else _text(f"{type(r.error).__name__}: {r.error}")
             rows.append(
                 (
-                    r.name,
+                    ident,
+                    _text(r.name),
                     r.status.value,
                     self._encode(r),
                     error,
@@ -148,14 +332,38 @@ class Journal:
                     r.finished_at,
                     r.duration,
                     r.index,
+                    fp,
                 )
             )
+        for r in results:
+            if not r.replayed and r.index is not None:
+                self._pending.pop(r.index, None)
+        if self.confirming:
+            for row in rows:
+                self._unconfirmed[row[9]] = row
+            return
+        self._insert(rows)
+
+    def confirm(self, results: Sequence[TaskResult]) -> None:
+        """Record ``results``, delivered by the consumer, in one transaction.
+
+        Only for a journal made with ``confirm=True``; replayed results and
+        results that were never written are ignored.
+        """
+        rows = [
+            row
+            for r in results
+            if r.index is not None and (row := self._unconfirmed.pop(r.index, None)) is not None
+        ]
+        self._insert(rows)
+
+    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
             return
         with self._db:  # one transaction
             self._db.execute("BEGIN")
             self._db.executemany(
-                "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+                "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
             )
         self._has_rows = True
 

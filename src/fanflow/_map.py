@@ -10,7 +10,7 @@ the same way.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +158,10 @@ class _StreamDriver(_Driver):
 
 def _key_text(value: Any) -> str:
     if isinstance(value, str):
-        return value
+        # A task name cannot be empty; an empty string is still an item.
+        return value or '""'
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape") or 'b""'
     try:
         return json.dumps(value, sort_keys=True, separators=(",", ":"))
     except TypeError:
@@ -180,7 +183,9 @@ class fan_map(AsyncIterator[TaskResult]):
     generator: items are taken only when there is room, so memory holds at
     most ``max_concurrency + buffer`` items at a time, however long the input.
     Each result is a :class:`TaskResult` whose ``index`` is the item's
-    position and whose ``name`` is its key (or its position).
+    position and whose ``name`` is ``name(item)``, or its key, or with a
+    journal and no key the item's text (``'""'`` for an empty string), or
+    else its position.
 
     Args:
         fn: called with one item (a coroutine function, or a plain callable
@@ -199,11 +204,21 @@ class fan_map(AsyncIterator[TaskResult]):
             ``max_concurrency``); past that, intake pauses: backpressure.
         journal: a SQLite file (or a :class:`Journal`) recording each
             finished item. A result is yielded only once its record is
-            committed; on a rerun, items whose key is recorded ok are not
-            run again and their stored results are yielded with
-            ``replayed=True``. A journal written by another function is refused.
-        key: ``key(item)`` names an item in results and in the journal
-            (default: the item itself, which must then be a string or JSON data).
+            committed; on a rerun, items recorded ok are not run again and
+            their stored results are yielded with ``replayed=True``. Without
+            ``key``, an item is identified by its position *and* the item
+            (text, bytes or JSON data, compared losslessly): two equal items
+            are two items, and a rerun whose item at a recorded position
+            differs raises :class:`JournalMismatchError` (naming the position
+            and both items; checked before anything runs when ``items`` is a
+            sequence) rather than skipping it. A journal written by another
+            function is refused.
+        key: ``key(item)`` identifies an item in results and in the journal,
+            wherever it is in the input: an item whose key is recorded ok is
+            skipped, so equal keys are one item. Use it when the input's
+            order may change between runs.
+        name: ``name(item)`` labels an item in results and in the journal's
+            ``key`` column, without identifying it (default: as above).
         serialize: converts a value to JSON data before it is journaled.
 
     Leaving the loop early cancels the items in flight; ``async with``
@@ -213,6 +228,7 @@ class fan_map(AsyncIterator[TaskResult]):
         ValueError, TypeError: bad arguments.
         JournalError: the journal belongs to another job, or a value cannot
             be stored (the key is named).
+        JournalMismatchError: the item at a recorded position changed.
     """
 
     def __init__(
@@ -228,6 +244,7 @@ class fan_map(AsyncIterator[TaskResult]):
         buffer: int | None = None,
         journal: str | Path | Journal | None = None,
         key: Callable[[Any], Any] | None = None,
+        name: Callable[[Any], str] | None = None,
         serialize: Callable[[Any], Any] | None = None,
         executor: Any = "async",
         on_event: EventHandler | None = None,
@@ -238,6 +255,8 @@ class fan_map(AsyncIterator[TaskResult]):
             raise TypeError(f"fan_map items must be an iterable of items; got {items!r}")
         if key is not None and not callable(key):
             raise TypeError(f"key must be callable; got {key!r}")
+        if name is not None and not callable(name):
+            raise TypeError(f"name must be callable; got {name!r}")
         options = _Options(
             strategy=_Stream(),
             max_concurrency=max_concurrency,
@@ -260,23 +279,48 @@ class fan_map(AsyncIterator[TaskResult]):
             self.journal = journal
         else:
             self.journal = Journal(journal, _identity(fn), serialize)
-        source = self._source(fn, items, key)
+        if self.journal is not None:
+            try:
+                self.journal.bind(keyed=key is not None)
+                if key is None and isinstance(items, Sequence):
+                    self.journal.verify(items)
+            except BaseException:
+                self._close_journal()
+                raise
+        source = self._source(fn, items, key, name)
         self._driver = _StreamDriver(
             source, options, ordered=bool(ordered), buffer=buffer, journal=self.journal
         )
         self._stream = self._driver.stream()
 
     def _source(
-        self, fn: Callable[[Any], Any], items: Iterable[Any] | AsyncIterable[Any], key: Any
+        self,
+        fn: Callable[[Any], Any],
+        items: Iterable[Any] | AsyncIterable[Any],
+        key: Any,
+        label: Any,
     ) -> Iterable[Task | TaskResult] | AsyncIterable[Task | TaskResult]:
         journal = self.journal
-        named = key is not None or journal is not None
 
         def one(index: int, item: Any) -> Task | TaskResult:
-            name = _key_text(key(item) if key is not None else item) if named else str(index)
+            given: str | None = None
+            if key is not None:
+                # The key as given identifies; its display form ('""' for "") names.
+                raw = key(item)
+                name = _key_text(raw)
+                given = raw if isinstance(raw, str) else name
+            elif journal is not None:
+                name = _key_text(item)
+            else:
+                name = str(index)
+            if label is not None:
+                name = _key_text(label(item))
             if journal is not None:
-                replay = journal.lookup(name, index)
+                # By key if one was given, else by position and item: a
+                # label never decides what was done.
+                replay = journal.lookup(name if given is None else given, index, item)
                 if replay is not None:
+                    replay.name = name
                     return replay
             return Task(name, fn, (item,))
 

@@ -1,27 +1,154 @@
-"""Shell commands as tasks: run in their own process group, killed whole on cancel."""
+"""Shell commands as tasks: run in their own process group, killed whole on cancel.
+
+What a command prints is kept in memory up to :data:`SPILL_AT` bytes per
+stream, then in an unlinked temporary file (as GNU parallel does), so a job
+printing gigabytes costs disk, not RAM; :meth:`ShellOutput.write_stdout`
+streams it out in chunks.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import signal
 import subprocess
+import tempfile
 import weakref
-from typing import Any
+from collections.abc import Iterator
+from typing import IO, Any
 
-__all__ = ["ShellError", "ShellOutput", "run_shell"]
+from . import _signals
+
+__all__ = ["SPILL_AT", "ShellError", "ShellOutput", "ShellTimeoutError", "run_shell"]
+
+#: Bytes of one stream kept in memory; past that, the stream goes to a temporary file.
+SPILL_AT = 1 << 20
+
+_CHUNK = 1 << 20
 
 
-@dataclasses.dataclass(frozen=True)
+class _Capture:
+    """One stream's bytes: in memory up to SPILL_AT, then in an unlinked temporary file."""
+
+    __slots__ = ("_buf", "_file", "size")
+
+    def __init__(self, data: bytes = b"") -> None:
+        self._buf = bytearray()
+        self._file: IO[bytes] | None = None
+        self.size = 0
+        if data:
+            self.write(data)
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self._file is not None:
+            self._file.write(data)
+            return
+        self._buf += data
+        if len(self._buf) > SPILL_AT:
+            # TemporaryFile has no name on disk: the space is freed when it
+            # is closed, even if this process is killed. Owned (and closed) by
+            # the ShellOutput, not by a with block.
+            self._file = tempfile.TemporaryFile(prefix="fanflow-output-")  # noqa: SIM115
+            self._file.write(self._buf)
+            self._buf = bytearray()
+
+    @property
+    def spilled(self) -> bool:
+        return self._file is not None
+
+    def chunks(self) -> Iterator[bytes]:
+        if self._file is None:
+            if self._buf:
+                yield bytes(self._buf)
+            return
+        self._file.flush()
+        self._file.seek(0)
+        while chunk := self._file.read(_CHUNK):
+            yield chunk
+        self._file.seek(0, os.SEEK_END)
+
+    def read(self) -> bytes:
+        return b"".join(self.chunks())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._buf = bytearray()
+        self.size = 0
+
+
 class ShellOutput:
-    """What a finished command printed, and its exit code."""
+    """What a finished command printed, and its exit code.
 
-    command: str
-    exit_code: int
-    stdout: bytes
-    stderr: bytes
+    Each stream is held in memory up to :data:`SPILL_AT` bytes, and past
+    that in an unlinked temporary file: :meth:`write_stdout` and
+    :meth:`write_stderr` stream it out in chunks, while the ``stdout`` and
+    ``stderr`` properties read it whole into memory. :meth:`close` frees
+    the temporary files (garbage collection does too).
+    """
+
+    __slots__ = ("_err", "_out", "command", "exit_code")
+
+    def __init__(
+        self,
+        command: str,
+        exit_code: int,
+        stdout: bytes | _Capture = b"",
+        stderr: bytes | _Capture = b"",
+    ) -> None:
+        self.command = command
+        self.exit_code = exit_code
+        self._out = stdout if isinstance(stdout, _Capture) else _Capture(stdout)
+        self._err = stderr if isinstance(stderr, _Capture) else _Capture(stderr)
+
+    def __repr__(self) -> str:
+        return (
+            f"ShellOutput({self.command!r}, exit_code={self.exit_code}, "
+            f"stdout: {self._out.size} bytes, stderr: {self._err.size} bytes)"
+        )
+
+    @property
+    def stdout(self) -> bytes:
+        """Everything the command printed on stdout (read whole into memory)."""
+        return self._out.read()
+
+    @property
+    def stderr(self) -> bytes:
+        """Everything the command printed on stderr (read whole into memory)."""
+        return self._err.read()
+
+    @property
+    def stdout_size(self) -> int:
+        """Bytes printed on stdout."""
+        return self._out.size
+
+    @property
+    def stderr_size(self) -> int:
+        """Bytes printed on stderr."""
+        return self._err.size
+
+    @property
+    def spilled(self) -> bool:
+        """Whether a stream was too large for memory and went to a temporary file."""
+        return self._out.spilled or self._err.spilled
+
+    def write_stdout(self, dest: IO[bytes]) -> None:
+        """Write what the command printed on stdout to ``dest``, in chunks (not flushed)."""
+        for chunk in self._out.chunks():
+            dest.write(chunk)
+
+    def write_stderr(self, dest: IO[bytes]) -> None:
+        """Write what the command printed on stderr to ``dest``, in chunks (not flushed)."""
+        for chunk in self._err.chunks():
+            dest.write(chunk)
+
+    def close(self) -> None:
+        """Free the output (its temporary files); the streams are empty afterwards."""
+        self._out.close()
+        self._err.close()
 
 
 class ShellError(Exception):
@@ -35,6 +162,19 @@ class ShellError(Exception):
         code = output.exit_code
         why = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
         super().__init__(f"command {why}: {output.command}")
+        self.output = output
+
+
+class ShellTimeoutError(TimeoutError):
+    """A command ran out of time; its process group was stopped.
+
+    Attributes:
+        output: a :class:`ShellOutput` with what it printed until then
+            (``exit_code`` is -9, "killed", whichever signal ended it).
+    """
+
+    def __init__(self, message: str, output: ShellOutput) -> None:
+        super().__init__(message)
         self.output = output
 
 
@@ -57,11 +197,79 @@ def _spawn_gate() -> asyncio.Lock:
     return gate
 
 
-def _kill_group(pid: int) -> None:
+def _kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
     # start_new_session made the shell a process-group leader: the group's id
     # is its pid, and its children (and theirs) are in the group too.
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+        os.killpg(pid, sig)
+
+
+def _group_alive(pid: int) -> bool:
+    """Whether a process of group ``pid`` is still running (zombies are not)."""
+    try:
+        os.killpg(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    # kill() counts zombies too: a grandchild killed with its group waits to
+    # be reaped by init, which may take its time (or never come, for an init
+    # that does not reap). Look for a member that is not a zombie.
+    try:
+        entries = os.scandir("/proc")
+    except OSError:  # no /proc: trust kill()
+        return True
+    with entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == pid and fields[0] != b"Z":
+                return True
+    return False
+
+
+class _TimedOut(TimeoutError):
+    """A command's own timeout: carries how the stopped command ended."""
+
+    def __init__(self, returncode: int | None) -> None:
+        super().__init__()
+        self.returncode = returncode
+
+
+async def _stop_group(pid: int, exited: Any) -> None:
+    """SIGTERM the job's group, give it :data:`GRACE` seconds, SIGKILL the rest, reap.
+
+    Called while the job is being cancelled (a timeout, the fan-out ending,
+    a signal): the job's processes get the chance to clean up that a
+    terminal's Ctrl-C or GNU parallel's --termseq gives them. Cancelled
+    again meanwhile (a second Ctrl-C), it goes straight to SIGKILL.
+    ``exited`` is a future done when the leader is reaped, or an
+    ``asyncio.subprocess.Process``.
+    """
+    loop = asyncio.get_running_loop()
+    _kill_group(pid, signal.SIGTERM)
+    deadline = loop.time() + _signals.GRACE
+    if isinstance(exited, asyncio.Future):
+        done = exited.done
+    else:
+
+        def done() -> bool:
+            return exited.returncode is not None
+
+    try:
+        # No event says "the group is empty": poll, briefly.
+        while loop.time() < deadline and (not done() or _group_alive(pid)):  # noqa: ASYNC110
+            await asyncio.sleep(0.005 if not done() else 0.05)
+    except BaseException:
+        pass  # cancelled again: no more grace
+    _kill_group(pid)
+    # Reap it even if cancelled again meanwhile: a zombie is an orphan too.
+    # (Not its pipes: a child that left the group may hold them.)
+    with contextlib.suppress(BaseException):
+        await asyncio.shield(exited if isinstance(exited, asyncio.Future) else exited.wait())
 
 
 # Linux >= 5.3 gives a process a file descriptor that becomes readable when
@@ -91,12 +299,18 @@ _PIPES_AND_SESSION: dict[str, Any] = {
 class _Child:
     """A command forked with Popen, watched by the event loop through a pidfd and its pipes."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        proc: subprocess.Popen[bytes],
+        out: _Capture,
+        err: _Capture,
+    ) -> None:
         self.loop = loop
         self.proc = proc
         self.pidfd = os.pidfd_open(proc.pid)
         assert proc.stdout is not None and proc.stderr is not None
-        self.pipes = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray()}
+        self.pipes = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
         self.exited: asyncio.Future[None] = loop.create_future()
         self.done: asyncio.Future[None] = loop.create_future()
         self.open = 2
@@ -113,7 +327,7 @@ class _Child:
         except OSError:
             data = b""
         if data:
-            self.pipes[fd] += data
+            self.pipes[fd].write(data)
             return
         self.loop.remove_reader(fd)
         self.open -= 1
@@ -130,10 +344,6 @@ class _Child:
         if self.open == 0 and self.exited.done() and not self.done.done():
             self.done.set_result(None)
 
-    def output(self) -> tuple[bytes, bytes]:
-        out, err = self.pipes.values()
-        return bytes(out), bytes(err)
-
     def close(self) -> None:
         for fd in (*self.pipes, self.pidfd):
             self.loop.remove_reader(fd)
@@ -144,8 +354,13 @@ class _Child:
 
 
 async def _run_pidfd(
-    command: str, cwd: str | None, env: dict[str, str] | None, timeout: float | None
-) -> tuple[int, bytes, bytes]:
+    command: str,
+    cwd: str | None,
+    env: dict[str, str] | None,
+    timeout: float | None,
+    out: _Capture,
+    err: _Capture,
+) -> int:
     loop = asyncio.get_running_loop()
     gate = _spawn_gate()
     await gate.acquire()
@@ -157,47 +372,79 @@ async def _run_pidfd(
     finally:
         # Held until the next loop turn: the next fork waits for a poll.
         loop.call_soon(gate.release)
+    _signals.track(proc.pid)
     try:
-        child = _Child(loop, proc)
+        child = _Child(loop, proc, out, err)
     except BaseException:
         _kill_group(proc.pid)
         proc.wait()
+        _signals.untrack(proc.pid)
         raise
     try:
         try:
             async with asyncio.timeout(timeout):
                 await child.done
+        except TimeoutError:
+            await _stop_group(proc.pid, child.exited)
+            raise _TimedOut(proc.returncode) from None
         except BaseException:
-            _kill_group(proc.pid)
-            # Reap it even if cancelled again meanwhile: a zombie is an orphan
-            # too. (Not its pipes: a child that left the group may hold them.)
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(child.exited)
+            await _stop_group(proc.pid, child.exited)
             raise
         _kill_group(proc.pid)  # background children the command left running
-        stdout, stderr = child.output()
     finally:
         child.close()
-    return (proc.returncode if proc.returncode is not None else -1), stdout, stderr
+        _signals.untrack(proc.pid)
+    return proc.returncode if proc.returncode is not None else -1
+
+
+async def _pump(stream: asyncio.StreamReader | None, sink: _Capture) -> None:
+    # Chunk by chunk into the capture (which spills to disk), never whole in memory.
+    assert stream is not None
+    while chunk := await stream.read(65536):
+        sink.write(chunk)
 
 
 async def _run_asyncio(
-    command: str, cwd: str | None, env: dict[str, str] | None, timeout: float | None
-) -> tuple[int, bytes, bytes]:
+    command: str,
+    cwd: str | None,
+    env: dict[str, str] | None,
+    timeout: float | None,
+    out: _Capture,
+    err: _Capture,
+) -> int:
     async with _spawn_gate():
-        proc = await asyncio.create_subprocess_shell(
-            command, cwd=cwd, env=env, **_PIPES_AND_SESSION
+        spawn = asyncio.ensure_future(
+            asyncio.create_subprocess_shell(command, cwd=cwd, env=env, **_PIPES_AND_SESSION)
         )
+        try:
+            proc = await asyncio.shield(spawn)
+        except asyncio.CancelledError:
+            # Cancelled while asyncio was still connecting the pipes: asyncio
+            # would kill only the shell, and a child holding the pipes would
+            # keep its wait() hanging. Let the spawn finish, stop the group.
+            with contextlib.suppress(BaseException):
+                proc = await spawn
+                _signals.track(proc.pid)
+                try:
+                    await _stop_group(proc.pid, proc)
+                finally:
+                    _signals.untrack(proc.pid)
+            raise
+    _signals.track(proc.pid)
     try:
-        async with asyncio.timeout(timeout):
-            stdout, stderr = await proc.communicate()
-    except BaseException:
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(_pump(proc.stdout, out), _pump(proc.stderr, err), proc.wait())
+        except TimeoutError:
+            await _stop_group(proc.pid, proc)
+            raise _TimedOut(proc.returncode) from None
+        except BaseException:
+            await _stop_group(proc.pid, proc)
+            raise
         _kill_group(proc.pid)
-        with contextlib.suppress(BaseException):
-            await asyncio.shield(proc.wait())
-        raise
-    _kill_group(proc.pid)
-    return (proc.returncode if proc.returncode is not None else -1), stdout, stderr
+    finally:
+        _signals.untrack(proc.pid)
+    return proc.returncode if proc.returncode is not None else -1
 
 
 async def run_shell(
@@ -211,27 +458,43 @@ async def run_shell(
 
     The command runs in a new session (its own process group). If the
     awaiting task is cancelled — a timeout, the strategy finishing, the
-    caller giving up — the whole group is killed with SIGKILL and reaped
-    before the cancellation goes on: no process is left behind. (A child
-    that starts a session of its own leaves the group and is out of reach.)
+    caller giving up — the whole group gets SIGTERM, then SIGKILL after
+    :data:`fanflow._signals.GRACE` seconds, and is reaped before the
+    cancellation goes on: no process is left behind. (A child that starts a
+    session of its own leaves the group and is out of reach.)
 
     ``timeout`` counts from the moment the process exists, not from the
     call: commands wait their turn to be forked (one at a time per event
     loop), and that wait is not the command's time.
 
+    Output beyond :data:`SPILL_AT` bytes per stream is kept in a temporary
+    file (see :class:`ShellOutput`).
+
     Raises:
         ShellError: the command exited non-zero; ``.output`` has what it printed.
-        TimeoutError: ``timeout`` seconds passed; the group was killed.
+        ShellTimeoutError: ``timeout`` seconds passed; the group was killed;
+            ``.output`` has what it printed until then. (A ``TimeoutError``.)
         OSError: the shell could not be started (e.g. ``cwd`` does not exist).
     """
     run = _run_pidfd if _HAVE_PIDFD else _run_asyncio
+    out, err = _Capture(), _Capture()
     try:
-        code, stdout, stderr = await run(command, cwd, env, timeout)
-    except TimeoutError:
+        code = await run(command, cwd, env, timeout, out, err)
+    except TimeoutError as exc:
         if timeout is None:
+            out.close()
+            err.close()
             raise
-        raise TimeoutError(f"timed out after {timeout:g} s: {command}") from None
-    output = ShellOutput(command, code, stdout, stderr)
+        # How the stopped job ended: -15 when SIGTERM did it, -9 when it
+        # ignored SIGTERM and SIGKILL came after the grace period.
+        ended = exc.returncode if isinstance(exc, _TimedOut) else None
+        partial = ShellOutput(command, ended if ended is not None else -signal.SIGTERM, out, err)
+        raise ShellTimeoutError(f"timed out after {timeout:g} s: {command}", partial) from None
+    except BaseException:
+        out.close()
+        err.close()
+        raise
+    output = ShellOutput(command, code, out, err)
     if code != 0:
         raise ShellError(output)
     return output
