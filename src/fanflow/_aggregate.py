@@ -7,14 +7,17 @@ give a confidence level based on coverage.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+import math
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._jsonable import to_jsonable
 from ._result import FanInResult, TaskResult, confidence_level
+from ._retry import Retry
 from ._types import Status
 
 if TYPE_CHECKING:
@@ -22,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AGGREGATOR_TEMPLATE",
+    "SYNTHESIS_TIMEOUT",
     "Gap",
     "MergeConflict",
     "Merged",
@@ -178,11 +182,28 @@ def build_prompt(
     return template.format_map(fields)
 
 
+SYNTHESIS_TIMEOUT = 120.0
+"""Seconds one synthesis attempt may take by default (see :func:`synthesize`)."""
+
+
+def _synthesis_timeout(timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"synthesize(timeout=...) must be a number of seconds; got {timeout!r}")
+    if math.isnan(timeout) or timeout <= 0:
+        raise ValueError(f"synthesize(timeout=...) must be > 0; got {timeout!r}")
+    return None if math.isinf(timeout) else float(timeout)
+
+
 async def synthesize(
     result: FanInResult,
     llm: LLM,
     conflict_strategy: str = "majority agreement between sources, noting any disagreement",
     template: str = AGGREGATOR_TEMPLATE,
+    *,
+    retry: Retry | None = None,
+    timeout: float | None = SYNTHESIS_TIMEOUT,
     **params: Any,
 ) -> Synthesis:
     """Ask ``llm`` to synthesize a fan-out's results (the seed's aggregator prompt).
@@ -192,19 +213,53 @@ async def synthesize(
     instructions; failed tasks are listed with why they failed; the prompt
     states the coverage and the confidence level it implies.
 
+    The model call is as resilient as a fan-out's tasks: each attempt has
+    ``timeout`` seconds, and a failure is retried by ``retry`` — a
+    ``RateLimited`` error waits at least its ``retry_after``, a
+    ``PermanentError`` is never retried.
+
     Args:
         result: the fan-out's :class:`FanInResult`.
         llm: the model that aggregates (anything with ``complete``).
         conflict_strategy: how to resolve conflicts, in words.
         template: the prompt template (see :data:`AGGREGATOR_TEMPLATE`).
+        retry: the retry policy; ``None`` means ``Retry(attempts=3)``, and
+            ``Retry(attempts=1)`` turns retries off.
+        timeout: seconds for each attempt (default 120); ``None`` or
+            ``math.inf`` for none.
         params: passed to ``llm.complete``.
 
     Raises:
-        ValueError: the template uses an unknown placeholder.
-        ServiceError: from the model call.
+        ValueError: the template uses an unknown placeholder, or a bad
+            ``timeout``.
+        TypeError: ``retry`` is not a :class:`Retry`, or a bad ``timeout``.
+        ServiceError: from the model call, once the retries are spent.
+        TimeoutError: the last attempt took longer than ``timeout``.
     """
+    policy = Retry(attempts=3) if retry is None else retry
+    if not isinstance(policy, Retry):
+        raise TypeError(f"synthesize(retry=...) must be a fanflow.Retry; got {retry!r}")
+    limit = _synthesis_timeout(timeout)
     prompt = build_prompt(result, conflict_strategy, template)
-    completion = await llm.complete(prompt, **params)
+    attempt = 0
+    while True:
+        attempt += 1
+        error: BaseException
+        try:
+            async with asyncio.timeout(limit) as scope:
+                completion = await llm.complete(prompt, **params)
+            break
+        except TimeoutError as exc:
+            if not scope.expired():
+                raise  # the model's own TimeoutError: an error like any other
+            error = TimeoutError(f"the synthesis timed out after {limit:g} s")
+            if not policy.should_retry(error, True, attempt):
+                raise error from exc
+        except Exception as exc:
+            if not policy.should_retry(exc, False, attempt):
+                raise
+            error = exc
+        await asyncio.sleep(policy.delay(attempt, error))
     return Synthesis(
         text=completion.text,
         coverage=result.coverage,

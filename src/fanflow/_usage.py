@@ -2,7 +2,9 @@
 
 A fan-out puts a :class:`_Ledger` in the context its attempts run in.
 Providers (``fanflow.llm``) call :func:`begin_request` before they send a
-request and :meth:`_Request.finish` when the answer arrives, so the ledger
+request and :meth:`_Request.finish` when the answer arrives (providers
+registered with ``register_provider`` have it done for them, from the
+``usage`` of the completions they return), so the ledger
 knows, for each attempt, what it spent — and, for an attempt cancelled while
 its request was in flight, at least the prompt tokens it sent. When the
 attempt is settled, the engine books its spending as used, or as wasted if
@@ -112,7 +114,7 @@ class Usage:
 class _Request:
     """One model request of one attempt."""
 
-    __slots__ = ("count", "done", "input_tokens", "model", "output_tokens")
+    __slots__ = ("_key", "_ledger", "count", "done", "input_tokens", "model", "output_tokens")
 
     def __init__(self, model: str, input_tokens: int, count: int = 1) -> None:
         self.model = model
@@ -120,6 +122,16 @@ class _Request:
         self.output_tokens = 0
         self.count = count
         self.done = False
+        self._ledger: _Ledger | None = None
+        self._key: object = None
+
+    def discard(self) -> None:
+        """Take this request back before its attempt is settled: someone else booked it."""
+        if self._ledger is not None:
+            requests = self._ledger._open.get(self._key)
+            if requests is not None and self in requests:
+                requests.remove(self)
+            self._ledger = None
 
     def finish(self, input_tokens: int | None, output_tokens: int | None) -> None:
         """Record what the service reported (``None`` keeps the estimate)."""
@@ -144,6 +156,7 @@ class _Ledger:
     def begin(self, key: object, model: str, input_tokens: int) -> _Request:
         self.used = True
         request = _Request(model, input_tokens)
+        request._ledger, request._key = self, key
         self._open.setdefault(key, []).append(request)
         return request
 
@@ -195,6 +208,32 @@ _ATTEMPT_KEY: contextvars.ContextVar[object] = contextvars.ContextVar(
 )
 
 
+class _Probe:
+    """Counts the requests begun while it is current (see :func:`probe`)."""
+
+    __slots__ = ("requests",)
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+
+_PROBE: contextvars.ContextVar[_Probe | None] = contextvars.ContextVar(
+    "fanflow_usage_probe", default=None
+)
+
+
+def probe() -> tuple[_Probe, contextvars.Token[_Probe | None]]:
+    """Start counting the requests a provider books itself (``_PROBE.reset(token)`` ends it).
+
+    A wrapper that books a provider's reported usage uses it to learn
+    whether the provider already booked the request, so nothing is counted
+    twice. The count is shared with tasks the provider starts (they copy
+    the context, and with it the same probe).
+    """
+    counter = _Probe()
+    return counter, _PROBE.set(counter)
+
+
 def begin_request(model: str, estimated_input_tokens: int) -> _Request | None:
     """Tell the enclosing fan-out (if any) that a model request is being sent.
 
@@ -202,6 +241,9 @@ def begin_request(model: str, estimated_input_tokens: int) -> _Request | None:
     what the service reported; ``None`` outside a fan-out. Provider
     implementations call this; task code need not.
     """
+    counter = _PROBE.get()
+    if counter is not None:
+        counter.requests += 1
     ledger = _LEDGER.get()
     if ledger is None:
         return None

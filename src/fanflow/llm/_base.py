@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, cast, runtime_checkable
 
-from .._usage import begin_request
+from .._usage import _PROBE, begin_request, probe
 
-__all__ = ["LLM", "Completion", "Message", "TokenUsage", "estimate_tokens", "to_messages"]
+__all__ = [
+    "LLM",
+    "Completion",
+    "Message",
+    "TokenUsage",
+    "estimate_tokens",
+    "record_usage",
+    "to_messages",
+]
 
 Message = Mapping[str, str]
 """A chat message: ``{"role": "system" | "user" | "assistant", "content": text}``."""
@@ -51,6 +59,14 @@ class LLM(Protocol):
     of chat messages, plus provider parameters (``temperature``,
     ``max_tokens``, ``seed``...), and raises ``ff.RateLimited``,
     ``ff.TransientError`` or ``ff.PermanentError`` on failure.
+
+    Token accounting (``FanInResult.usage``): a provider reports what a
+    request spent in the :class:`Completion` it returns — ``usage=
+    TokenUsage(input_tokens, output_tokens)`` as the service counted them.
+    Providers registered with :func:`~fanflow.llm.register_provider` have
+    that usage booked to the fan-out they run in, with nothing else to do.
+    A provider used directly (not through ``from_uri``) calls
+    :func:`record_usage` once per request instead.
     """
 
     name: str
@@ -100,3 +116,137 @@ class _Metered:
         if self._request is not None:
             self._request.finish(input_tokens, output_tokens)
         return time.perf_counter() - self._start
+
+
+def record_usage(model: str, input_tokens: int, output_tokens: int) -> None:
+    """Book one finished model request to the enclosing fan-out's ``result.usage``.
+
+    For providers of your own: call it once per request, with the tokens
+    the service reported. Outside a fan-out it does nothing. Providers
+    registered with :func:`~fanflow.llm.register_provider` need not call
+    it (the ``usage`` of their completions is booked for them); when they
+    do, their request is not counted twice.
+
+    Args:
+        model: the model name to book the tokens under.
+        input_tokens: prompt tokens.
+        output_tokens: completion tokens.
+
+    Raises:
+        TypeError, ValueError: a token count is not an int >= 0.
+    """
+    for what, count in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise TypeError(f"record_usage({what}=...) must be an int; got {count!r}")
+        if count < 0:
+            raise ValueError(f"record_usage({what}=...) must be >= 0; got {count!r}")
+    request = begin_request(str(model), input_tokens)
+    if request is not None:
+        request.finish(input_tokens, output_tokens)
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+async def _booked_complete(
+    complete: Callable[..., Any], model: str, prompt: str | Sequence[Message], params: Any
+) -> Completion:
+    """Call a provider's ``complete`` and book the usage its completion reports.
+
+    Before the request it books an estimate of the prompt's tokens (so a
+    request cancelled in flight still counts as waste, as with the built-in
+    providers); after it, the ``usage`` the completion reports. When the
+    provider booked the request itself (it is built on ``OpenAIChat`` or
+    ``AnthropicChat``, or calls :func:`record_usage`), its own booking
+    stands and this one is taken back.
+    """
+    try:
+        estimate = estimate_tokens(prompt)
+    except (TypeError, AttributeError):
+        estimate = 1  # the provider will say what is wrong with the prompt
+    mine = begin_request(model, estimate)
+    counter, token = probe()
+    try:
+        completion: Completion = await complete(prompt, **params)
+    except BaseException:
+        if mine is not None and counter.requests:
+            mine.discard()
+        raise
+    finally:
+        _PROBE.reset(token)
+    if mine is not None:
+        if counter.requests:
+            mine.discard()
+        else:
+            usage = getattr(completion, "usage", None)
+            mine.finish(
+                _count(getattr(usage, "input_tokens", None)),
+                _count(getattr(usage, "output_tokens", None)),
+            )
+    return completion
+
+
+class _UsageBooking:
+    """A stand-in for a model whose ``complete`` cannot be replaced (slots, frozen).
+
+    Every attribute but ``complete`` is the model's own.
+    """
+
+    def __init__(self, llm: Any, model: str) -> None:
+        self.__wrapped__ = llm
+        self.name: str = str(getattr(llm, "name", model))
+        self._model = model
+
+    def __getattr__(self, attribute: str) -> Any:
+        if attribute == "__wrapped__":  # not set yet (copy, pickle): no recursion
+            raise AttributeError(attribute)
+        return getattr(self.__wrapped__, attribute)
+
+    def __repr__(self) -> str:
+        return repr(self.__wrapped__)
+
+    async def __aenter__(self) -> _UsageBooking:
+        enter = getattr(self.__wrapped__, "__aenter__", None)
+        if enter is not None:
+            await enter()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        leave = getattr(self.__wrapped__, "__aexit__", None)
+        return None if leave is None else await leave(*exc_info)
+
+    async def complete(self, prompt: str | Sequence[Message], **params: Any) -> Completion:
+        """The model's ``complete``, with its reported usage booked."""
+        return await _booked_complete(self.__wrapped__.complete, self._model, prompt, params)
+
+
+def book_usage(factory: Callable[[str, str | None], Any]) -> Callable[[str, str | None], LLM]:
+    """Wrap a provider factory so the models it builds book their completions' usage.
+
+    The model itself is returned, its ``complete`` replaced on the instance
+    by one that books (so ``isinstance`` and every attribute stay as they
+    are); a model that does not allow that comes back behind a stand-in.
+    """
+
+    def build(model: str, base_url: str | None) -> LLM:
+        llm = factory(model, base_url)
+        complete = getattr(llm, "complete", None)
+        if complete is None or getattr(complete, "_fanflow_books_usage", False):
+            return cast(LLM, llm)  # not a model (its caller will find out), or done already
+
+        async def booked(prompt: str | Sequence[Message], **params: Any) -> Completion:
+            return await _booked_complete(complete, model, prompt, params)
+
+        booked._fanflow_books_usage = True  # type: ignore[attr-defined]
+        booked.__doc__ = getattr(complete, "__doc__", None)
+        try:
+            llm.complete = booked
+        except (AttributeError, TypeError):
+            return _UsageBooking(llm, model)
+        return cast(LLM, llm)
+
+    build.__wrapped__ = factory  # type: ignore[attr-defined]
+    return build
