@@ -44,6 +44,7 @@ from ._exceptions import TransientError as TransientError
 from ._hedge import Hedge as Hedge
 from ._journal import Journal as Journal
 from ._journal import JournalError as JournalError
+from ._journal import JournalMismatchError as JournalMismatchError
 from ._limits import AdaptiveConcurrency as AdaptiveConcurrency
 from ._limits import RateLimit as RateLimit
 from ._map import fan_map as fan_map
@@ -64,6 +65,7 @@ from ._strategies import Verdict as Verdict
 from ._task import Task as Task
 from ._task import TaskFunction as TaskFunction
 from ._task import task as task
+from ._threads import TaskExit as TaskExit
 from ._types import Status as Status
 from ._usage import ModelUsage as ModelUsage
 from ._usage import Usage as Usage
@@ -108,6 +110,7 @@ __all__ = [
     "HiddenDependencyWarning",
     "Journal",
     "JournalError",
+    "JournalMismatchError",
     "merge",
     "MergeConflict",
     "Merged",
@@ -130,6 +133,7 @@ __all__ = [
     "synthesize",
     "task",
     "Task",
+    "TaskExit",
     "TaskFinished",
     "TaskFunction",
     "TaskHedged",

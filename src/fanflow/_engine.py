@@ -22,7 +22,6 @@ Design notes (why it is shaped this way):
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextvars
 import copy
 import functools
@@ -43,6 +42,7 @@ from ._result import AttemptRecord, FanInResult, TaskResult, _strategy_failed
 from ._retry import Retry
 from ._strategies import BestEffort, Strategy
 from ._task import Task, _check_timeout
+from ._threads import TaskExit, WorkerThreads
 from ._types import Status
 from ._usage import _ATTEMPT_KEY, _LEDGER, _Ledger
 from .executors import Process, Ray
@@ -395,7 +395,7 @@ class _Driver:
         self._error: BaseException | None = None
         self._closed = False
         self._first_error: BaseException | None = None
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool: WorkerThreads | None = None
         self._procs: ProcessPool | None = None
         self._deadline_handle: asyncio.TimerHandle | None = None
         self._deadline_at = math.inf
@@ -516,13 +516,13 @@ class _Driver:
         """Take the next task from a streaming source; ``False`` when none can be taken."""
         return False
 
-    def _thread_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+    def _thread_pool(self) -> WorkerThreads:
+        # Daemon threads that nothing joins: a hung plain function never keeps
+        # the fan-out, Ctrl-C or the interpreter's exit waiting (see _threads).
         if self._pool is None:
             limit = self.opts.limit
             workers = _MAX_THREADS if math.isinf(limit) else int(min(limit, 4 * _MAX_THREADS))
-            self._pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=workers, thread_name_prefix="fanflow"
-            )
+            self._pool = WorkerThreads(workers)
         return self._pool
 
     def _launch(self, state: _TaskState, now: float, hedge: bool) -> None:
@@ -711,8 +711,13 @@ class _Driver:
                     return
             elif isinstance(error, Exception):
                 status = Status.ERROR
+            elif isinstance(error, SystemExit):
+                # sys.exit() in task code (a worker process or a Ray task sends
+                # it back as it was): that task's error, not the program's end.
+                status = Status.ERROR
+                error = TaskExit(error.code)
             else:
-                raise error  # KeyboardInterrupt, SystemExit: never swallowed
+                raise error  # KeyboardInterrupt: never swallowed
         if self._watch is not None and not state.is_async:
             # Threads cannot be stepped: check what they hold when they end.
             self._watch.check(state.task.name)

@@ -45,6 +45,19 @@ def _tool(spec: str) -> Any:
 @click.option(
     "--max-tasks", default=8, show_default=True, type=click.IntRange(1), help="Largest plan."
 )
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, min_open=True, max=1e9),
+    default=120.0,
+    show_default=True,
+    help="Seconds for each model call and each subtask.",
+)
+@click.option(
+    "--deadline",
+    type=click.FloatRange(0, min_open=True, max=1e9),
+    default=None,
+    help="Seconds for the whole ask: planning, subtasks and the answer.",
+)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the run report.")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write an HTML report.")
 def ask(
@@ -52,6 +65,8 @@ def ask(
     llm_uri: str,
     tool_specs: tuple[str, ...],
     max_tasks: int,
+    timeout: float,
+    deadline: float | None,
     json_out: str | None,
     html_out: str | None,
 ) -> None:
@@ -59,24 +74,58 @@ def ask(
 
     Shows the plan, progress, then the answer with its confidence and gaps.
     Exit status: 0 when every subtask ran ok, 1 otherwise (the answer still
-    notes the gaps), 2 for bad input or a plan the model could not repair.
+    notes the gaps) or when the model could not be reached or did not answer
+    in time, 2 for bad input (a bad --llm URI, a missing API key or extra)
+    or a plan the model could not repair; 130/143/129 when interrupted.
     """
-    from .._workflow._report import render_html
+    import math
 
+    import fanflow as ff
+
+    from .._workflow._report import render_html
+    from . import _runner
+    from ._paths import output_problem, write_outputs
+
+    for option, path in (("--json", json_out), ("--html", html_out)):
+        problem = output_problem(option, path)
+        if problem is not None:
+            _fail(problem)
+    if math.isnan(timeout) or (deadline is not None and math.isnan(deadline)):
+        _fail("--timeout and --deadline take a number of seconds")
     tools = [_tool(spec) for spec in tool_specs]
     try:
-        code, report = asyncio.run(_ask(goal, llm_uri, tools, max_tasks))
-    except ValueError as exc:  # a bad --llm URI
+        llm = ff.llm.from_uri(llm_uri)
+    except (ValueError, ImportError) as exc:  # a bad --llm URI, a missing extra
+        _fail(f"--llm {llm_uri}: {exc}")
+    try:
+        code, report = _runner.run(_ask(goal, llm, tools, max_tasks, timeout, deadline), "ask")
+    except ff.PermanentError as exc:  # a missing key, a refused request
         _fail(str(exc))
-    if json_out:
-        Path(json_out).write_text(json.dumps(report, indent=2), encoding="utf-8")
-    if html_out:
-        Path(html_out).write_text(render_html(report), encoding="utf-8")
-    sys.exit(code)
+    except ff.ServiceError as exc:
+        click.echo(f"error: the model failed: {exc}", err=True)
+        sys.exit(1)
+    except TimeoutError:
+        limit = f"--deadline {deadline:g} s" if deadline is not None else f"--timeout {timeout:g} s"
+        click.echo(f"error: the model did not answer within {limit}", err=True)
+        sys.exit(1)
+    problems = write_outputs(
+        [
+            ("--json", json_out, json.dumps(report, indent=2) if json_out else ""),
+            ("--html", html_out, render_html(report) if html_out else ""),
+        ]
+    )
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    sys.exit(code or (1 if problems else 0))
 
 
 async def _ask(
-    goal: str, llm_uri: str, tools: list[Any], max_tasks: int
+    goal: str,
+    llm: Any,
+    tools: list[Any],
+    max_tasks: int,
+    timeout: float,
+    deadline: float | None,
 ) -> tuple[int, dict[str, Any]]:
     from rich.console import Console
 
@@ -85,21 +134,36 @@ async def _ask(
     from .._workflow._report import run_report
 
     console = Console() if sys.stdout.isatty() else Console(width=120)
-    llm = ff.llm.from_uri(llm_uri)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline if deadline is not None else None
+
+    def within(seconds: float) -> asyncio.Timeout:
+        # A model call gets --timeout, and never more than what --deadline leaves.
+        at = loop.time() + seconds
+        return asyncio.timeout_at(at if end is None else min(at, end))
+
     try:
         try:
-            plan = await ff.plan(goal, llm, tools=tools, max_tasks=max_tasks)
+            async with within(timeout):
+                plan = await ff.plan(goal, llm, tools=tools, max_tasks=max_tasks)
         except ff.PlanError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
         console.print(str(plan), markup=False)
         progress = _Progress(console, [s.name for s in plan.subtasks])
         started = time.time()
-        result = await plan.run(on_event=progress.event)
+        left = None if end is None else max(end - loop.time(), 0.001)
+        try:
+            result = await plan.run(on_event=progress.event, timeout=timeout, deadline=left)
+        except asyncio.CancelledError:
+            progress.close()
+            progress.interrupted(threads=[])
+            raise
         progress.close()
-        synthesis = await ff.synthesize(result, llm)
+        async with within(timeout):
+            synthesis = await ff.synthesize(result, llm)
     finally:
-        await llm.aclose()  # type: ignore[attr-defined]
+        await llm.aclose()
     level, coverage = synthesis.confidence_level, synthesis.coverage
     console.print(f"\n[bold]answer[/] ({level} confidence, coverage {coverage:.0%}):")
     console.print(synthesis.text, markup=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +42,29 @@ def _load_config(path: Path) -> dict[str, Any]:
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
-@click.option("--latency", default=0.05, show_default=True, type=float, help="Median seconds.")
-@click.option("--sigma", default=0.5, show_default=True, type=float, help="Lognormal sigma.")
+@click.option(
+    "--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port."
+)
+@click.option(
+    "--latency", default=0.05, show_default=True, type=click.FloatRange(0, 3600), help="Median s."
+)
+@click.option(
+    "--sigma", default=0.5, show_default=True, type=click.FloatRange(0, 10), help="Lognormal sigma."
+)
 @click.option("--error-rate", default=0.0, show_default=True, type=float, help="Share of 500s.")
 @click.option(
     "--rate-limit-rate", default=0.0, show_default=True, type=float, help="Share of 429s."
 )
-@click.option("--retry-after", default=0.05, show_default=True, type=float, help="Seconds in 429s.")
-@click.option("--capacity", default=None, type=int, help="Answer 429 above this many in flight.")
+@click.option(
+    "--retry-after",
+    default=0.05,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="Seconds in 429s.",
+)
+@click.option(
+    "--capacity", default=None, type=click.IntRange(1), help="Answer 429 above this many in flight."
+)
 @click.option(
     "--script",
     "scripts",
@@ -83,8 +98,12 @@ def simulate(
     distributions, latency and failures are drawn at the given rates, and
     every response's model name starts with 'simulated:'.
     """
-    from .._simulator import serve
+    from .._simulator import _need_aiohttp, serve
 
+    try:
+        _need_aiohttp()
+    except ImportError as exc:
+        raise click.ClickException(str(exc)) from None
     parsed = [_parse_script(s) for s in scripts]
     if config_path is not None:
         data = _load_config(config_path)
@@ -108,9 +127,24 @@ def simulate(
         scripts=parsed,
         seed=seed,
     )
+    import socket
+
+    # Bind first, to say plainly why a port cannot be used (busy, privileged,
+    # an address not of this machine) instead of aiohttp's traceback.
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp does
+            probe.bind(infos[0][4])
+    except OSError as exc:
+        click.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
+        sys.exit(2)
     click.echo(
         f"fanflow simulator - SIMULATED answers, not a real model - "
         f"listening on http://{host}:{port}/v1 (Ctrl-C to stop)",
         err=True,
     )
-    serve(config, host, port)
+    try:
+        serve(config, host, port)
+    except KeyboardInterrupt:
+        sys.exit(130)

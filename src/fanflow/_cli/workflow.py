@@ -13,22 +13,30 @@ import click
 
 
 def _fail(message: str) -> None:
-    """A user's mistake: one line on stderr, exit status 2, no traceback."""
-    click.echo(f"error: {message}", err=True)
+    """A user's mistake: a line per mistake on stderr, exit status 2, no traceback."""
+    for line in message.splitlines() or [""]:
+        click.echo(f"error: {line}", err=True)
     sys.exit(2)
 
 
 def _load(path: str, overrides: tuple[str, ...], llm: str | None = None) -> Any:
+    """The checked plan of the workflow at ``path``, its warnings on stderr; exit 2 if unusable.
+
+    Every mistake found is printed, not only the first.
+    """
     from .._workflow import WorkflowError, build, load
 
     try:
-        loaded = load(path, list(overrides))
-        if llm is not None:
-            # The model for prompt tasks and the synthesis that name none.
-            loaded.workflow = loaded.workflow.model_copy(update={"llm": llm})
-        return build(loaded)
+        # --llm is the model for prompt tasks and the synthesis that name none.
+        plan = build(load(path, list(overrides), llm=llm))
     except WorkflowError as exc:
-        _fail(str(exc))
+        count = len(exc.errors)
+        summary = f"\n{path}: {count} mistakes found" if count > 1 else ""
+        _fail(str(exc) + summary)
+        raise  # not reached: _fail exits
+    for warning in plan.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    return plan
 
 
 @click.command()
@@ -55,22 +63,45 @@ def schema() -> None:
 
 
 @click.command()
-@click.argument("run_json", metavar="RUN.json", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="HTML file.")
+@click.argument("run_json", metavar="RUN.json")
+@click.option("-o", "--output", required=True, metavar="FILE", help="The HTML file to write.")
 def report(run_json: str, output: str) -> None:
-    """Write a self-contained HTML report (timeline and results) of a run."""
-    from .._workflow._report import render_html
+    """Write a self-contained HTML report (timeline and results) of a run.
 
+    RUN.json is a run report written by fanflow run --json. Exit status 0,
+    or 2 with a one-line error for a file that cannot be read or is not a
+    run report, or an output path that cannot be written.
+    """
+    from .._workflow._report import ReportError, render_html
+
+    # Paths are checked here rather than by click.Path, whose usage errors
+    # span several lines: every mistake is one line, exit status 2.
     try:
-        data = json.loads(Path(run_json).read_text(encoding="utf-8"))
-        page = render_html(data)
+        text = Path(run_json).read_text(encoding="utf-8")
     except FileNotFoundError:
-        _fail(f"{run_json}: no such file")
+        return _fail(f"{run_json}: no such file")
+    except UnicodeDecodeError:
+        return _fail(f"{run_json}: not a fanflow run report (not UTF-8 text)")
+    except OSError as exc:
+        return _fail(f"{run_json}: cannot read: {exc.strerror or exc}")
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
-        _fail(f"{run_json}:{exc.lineno}: not JSON: {exc.msg}")
-    except (KeyError, TypeError):
-        _fail(f"{run_json}: not a fanflow run report (write one with fanflow run --json)")
-    Path(output).write_text(page, encoding="utf-8")
+        return _fail(f"{run_json}:{exc.lineno}: not JSON: {exc.msg}")
+    except (ValueError, RecursionError) as exc:
+        # Valid JSON that Python refuses: a number past int's digit limit,
+        # nesting deeper than the recursion limit.
+        return _fail(f"{run_json}: not a fanflow run report ({type(exc).__name__}: {exc})")
+    try:
+        page = render_html(data)
+    except ReportError as exc:
+        return _fail(
+            f"{run_json}: not a fanflow run report (write one with fanflow run --json): {exc}"
+        )
+    try:
+        Path(output).write_text(page, encoding="utf-8")
+    except OSError as exc:
+        return _fail(f"{output}: cannot write: {exc.strerror or exc}")
     click.echo(f"wrote {output}", err=True)
 
 
@@ -95,14 +126,25 @@ def run(
     bad workflow file or option.
     """
     from .._workflow._report import render_html
+    from . import _runner
+    from ._paths import output_problem, write_outputs
 
+    # Every output path is checked before the run: a typo never costs the run.
+    for option, path in (("--json", json_out), ("--html", html_out)):
+        problem = output_problem(option, path)
+        if problem is not None:
+            _fail(problem)
     plan = _load(workflow, overrides, llm)
-    code, report_data = asyncio.run(_run(plan))
-    if json_out:
-        Path(json_out).write_text(json.dumps(report_data, indent=2), encoding="utf-8")
-    if html_out:
-        Path(html_out).write_text(render_html(report_data), encoding="utf-8")
-    sys.exit(code)
+    code, report_data = _runner.run(_run(plan), "run")
+    problems = write_outputs(
+        [
+            ("--json", json_out, json.dumps(report_data, indent=2) if json_out else ""),
+            ("--html", html_out, render_html(report_data) if html_out else ""),
+        ]
+    )
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    sys.exit(code or (1 if problems else 0))
 
 
 async def _run(plan: Any) -> tuple[int, dict[str, Any]]:
@@ -119,11 +161,17 @@ async def _run(plan: Any) -> tuple[int, dict[str, Any]]:
         console = Console(width=120)  # a log or a pipe: do not wrap at 80 columns
     progress = _Progress(console, [t.name for t in plan.tasks])
     started = time.time()
-    result = await run_graph(
-        plan.tasks, plan.needs, raise_on_failure=False, on_event=progress.event, **plan.options
-    )
+    try:
+        result = await run_graph(
+            plan.tasks, plan.needs, raise_on_failure=False, on_event=progress.event, **plan.options
+        )
+    except asyncio.CancelledError:
+        progress.close()
+        progress.interrupted(threads=[n for n, t in plan.loaded.workflow.tasks.items() if t.call])
+        raise
     progress.close()
     aggregate: dict[str, Any] | None = None
+    aggregate_failed = False
     spec = plan.loaded.workflow.aggregate
     if spec is not None and result.succeeded:
         if spec.merge is not None:
@@ -146,16 +194,23 @@ async def _run(plan: Any) -> tuple[int, dict[str, Any]]:
             }
         elif spec.synthesize is not None:
             uri = spec.synthesize.llm or plan.loaded.workflow.llm
-            llm = ff.llm.from_uri(uri)
+            synthesis = None
             try:
-                synthesis = await ff.synthesize(
-                    result, llm, conflict_strategy=spec.synthesize.conflict_strategy
-                )
-            except ff.ServiceError as exc:
+                llm = ff.llm.from_uri(uri)
+            except (ValueError, ImportError) as exc:
                 click.echo(f"fanflow run: the synthesis failed: {exc}", err=True)
-                synthesis = None
-            finally:
-                await llm.aclose()  # type: ignore[attr-defined]
+                aggregate_failed = True
+            else:
+                try:
+                    synthesis = await ff.synthesize(
+                        result, llm, conflict_strategy=spec.synthesize.conflict_strategy
+                    )
+                except (ff.ServiceError, TimeoutError, OSError) as exc:
+                    why = str(exc) or type(exc).__name__
+                    click.echo(f"fanflow run: the synthesis failed: {why}", err=True)
+                    aggregate_failed = True
+                finally:
+                    await llm.aclose()  # type: ignore[attr-defined]
             if synthesis is not None:
                 aggregate = {
                     "kind": "synthesize",
@@ -199,7 +254,9 @@ async def _run(plan: Any) -> tuple[int, dict[str, Any]]:
         deadline=plan.options.get("deadline"),
         aggregate=aggregate,
     )
-    return (0 if result.ok else 1), report_data
+    if aggregate_failed:
+        report_data["aggregate"] = {"kind": "synthesize", "failed": True}
+    return (0 if result.ok and not aggregate_failed else 1), report_data
 
 
 class _Progress:
@@ -209,6 +266,8 @@ class _Progress:
         self.console = console
         self.total = len(names)
         self.done = 0
+        self.running: dict[str, None] = {}
+        self.finished: dict[str, None] = {}
         self.live = None
         if console.is_terminal:
             from rich.live import Live
@@ -222,7 +281,10 @@ class _Progress:
     def event(self, event: Any) -> None:
         import fanflow as ff
 
-        if isinstance(event, ff.TaskFinished):
+        if isinstance(event, ff.TaskStarted):
+            self.running[event.name] = None
+        elif isinstance(event, ff.TaskFinished):
+            self.finished[event.result.name] = None
             self.done += 1
             r = event.result
             if self.live is not None:
@@ -233,6 +295,25 @@ class _Progress:
                     f"  {r.status.value:<9} {r.name} ({took}, {r.attempts} attempt(s))", err=True
                 )
 
+    def interrupted(self, threads: list[str]) -> None:
+        """Say what a signal interrupted: finished, stopped, and never started."""
+        stopped = [n for n in self.running if n not in self.finished]
+        never = self.total - len(self.finished) - len(stopped)
+        click.echo(
+            f"fanflow: interrupted: {len(self.finished)} of {self.total} tasks finished, "
+            f"{len(stopped)} stopped ({', '.join(stopped) or 'none'}), {never} never started",
+            err=True,
+        )
+        abandoned = [n for n in stopped if n in threads]
+        if abandoned:
+            click.echo(
+                "fanflow: plain Python functions cannot be interrupted: the threads of "
+                f"{', '.join(abandoned)} were abandoned (use async functions, or "
+                'executor="process" in the library, for code that must really stop)',
+                err=True,
+            )
+
     def close(self) -> None:
         if self.live is not None:
             self.live.stop()
+            self.live = None

@@ -16,6 +16,7 @@ from ._base import Completion as Completion
 from ._base import Message as Message
 from ._base import TokenUsage as TokenUsage
 from ._base import estimate_tokens as estimate_tokens
+from ._base import record_usage as record_usage
 from ._openai import OpenAIChat as OpenAIChat
 from ._tasks import answer_line as answer_line
 from ._tasks import last_number as last_number
@@ -34,6 +35,7 @@ __all__ = [
     "Message",
     "OpenAIChat",
     "prompt_task",
+    "record_usage",
     "register_provider",
     "TokenUsage",
 ]

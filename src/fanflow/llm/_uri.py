@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from ._base import LLM
+from ._base import LLM, book_usage
 
 __all__ = ["from_uri", "register_provider"]
 
@@ -13,19 +13,33 @@ ProviderFactory = Callable[[str, str | None], LLM]
 _SIM_DEFAULT_URL = "http://127.0.0.1:8000/v1"
 
 
+def _sdk(scheme: str, module: str, extra: str) -> None:
+    """An ImportError that says which extra to install, not "No module named 'openai'"."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ImportError(
+            f"{scheme}: models need the {module} package: pip install 'fanflow[{extra}]'"
+        )
+
+
 def _openai(model: str, base_url: str | None) -> LLM:
+    _sdk("openai", "openai", "llm")
     from ._openai import OpenAIChat
 
     return OpenAIChat(model, base_url=base_url)
 
 
 def _anthropic(model: str, base_url: str | None) -> LLM:
+    _sdk("anthropic", "anthropic", "anthropic")
     from ._anthropic import AnthropicChat
 
     return AnthropicChat(model, base_url=base_url)
 
 
 def _sim(model: str, base_url: str | None) -> LLM:
+    # The simulator speaks OpenAI's API; fanflow[sim] brings the SDK too.
+    _sdk("sim", "openai", "sim")
     from ._openai import OpenAIChat
 
     url = base_url or os.environ.get("FANFLOW_SIM_URL") or _SIM_DEFAULT_URL
@@ -42,12 +56,26 @@ _PROVIDERS: dict[str, ProviderFactory] = {
 def register_provider(scheme: str, factory: ProviderFactory) -> None:
     """Make ``from_uri("SCHEME:MODEL[@URL]")`` call ``factory(model, url)``.
 
+    Token accounting comes with it: each request of a model built this way
+    is booked to the fan-out it runs in (``result.usage``, under MODEL) with
+    the ``usage`` (:class:`TokenUsage`) of the :class:`Completion` its
+    ``complete`` returns — an estimate of the prompt's tokens while the
+    request is in flight, so a cancelled one counts as waste. A provider
+    that books its requests itself (built on ``OpenAIChat`` or
+    ``AnthropicChat``, or calling :func:`record_usage`) is not counted
+    twice. ``from_uri`` returns the factory's own object with its
+    ``complete`` replaced (on the instance) by one that books the usage.
+
+    Args:
+        scheme: the URI scheme, a word without ``:``.
+        factory: ``(model, url or None) -> LLM``.
+
     Raises:
         ValueError: ``scheme`` is empty or contains ``:``.
     """
     if not scheme or ":" in scheme:
         raise ValueError(f"a provider scheme is a word without ':'; got {scheme!r}")
-    _PROVIDERS[scheme] = factory
+    _PROVIDERS[scheme] = book_usage(factory)
 
 
 def from_uri(uri: str) -> LLM:
@@ -63,6 +91,8 @@ def from_uri(uri: str) -> LLM:
     Raises:
         ValueError: a malformed URI or an unknown scheme (the message lists
             the known ones).
+        ImportError: the provider's SDK is not installed (the message names
+            the extra to install).
     """
     if not isinstance(uri, str) or ":" not in uri:
         raise ValueError(f"a model URI looks like 'openai:gpt-4o-mini'; got {uri!r}")
