@@ -586,7 +586,19 @@ class _Driver:
         attempt.fut = fut
         fut.add_done_callback(attempt)
         if state.timeout is not None:
-            attempt.timer = loop.call_at(now + state.timeout, attempt.on_timeout)
+            # A worker process or a Ray task may wait for a worker to boot or
+            # for a slot in Ray's queue: its future can say when the attempt
+            # really starts running (``fanflow_started``), and the task's
+            # timeout counts from then. The deadline still bounds the wait.
+            started = (
+                getattr(fut, "fanflow_started", None)
+                if self.opts.ray is not None or self.opts.process is not None
+                else None
+            )
+            if started is None or started.done():
+                attempt.timer = loop.call_at(now + state.timeout, attempt.on_timeout)
+            else:
+                started.add_done_callback(functools.partial(self._arm_timeout, attempt))
         if self._hedge is not None:
             self._arm_hedge(attempt)
         if self.opts.on_event is not None:
@@ -595,6 +607,14 @@ class _Driver:
             if attempt.hedge:
                 first = min(a.started for a in state.live if a.fut is not None)
                 self._emit(TaskHedged(at, task.name, attempt.number, now - first))
+
+    def _arm_timeout(self, attempt: _Attempt, started: asyncio.Future[None]) -> None:
+        """The attempt began running in its worker: its timeout starts now."""
+        timeout = attempt.state.timeout
+        if attempt.fut is None or attempt.fut.done() or timeout is None:
+            return  # settled (or being cancelled) meanwhile
+        if attempt.stop_status is None and attempt.timer is None:
+            attempt.timer = self._loop.call_at(self._loop.time() + timeout, attempt.on_timeout)
 
     # -- hedging --------------------------------------------------------
     def _hedgeable(self, attempt: _Attempt) -> bool:

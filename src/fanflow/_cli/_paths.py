@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-__all__ = ["output_problem", "write_outputs"]
+__all__ = ["output_problem", "report_problem", "write_outputs", "write_reports"]
 
 
 def output_problem(option: str, path: str | os.PathLike[str] | None) -> str | None:
@@ -44,3 +45,31 @@ def write_outputs(outputs: list[tuple[str, str | None, str]]) -> list[str]:
         except OSError as exc:
             problems.append(f"{option} {path}: cannot write it: {exc.strerror or exc}")
     return problems
+
+
+def report_problem(json_out: str | None, html_out: str | None) -> str | None:
+    """:func:`output_problem` for a run's ``--json`` and ``--html`` paths."""
+    for option, path in (("--json", json_out), ("--html", html_out)):
+        problem = output_problem(option, path)
+        if problem is not None:
+            return problem
+    return None
+
+
+def write_reports(report: dict[str, Any], json_out: str | None, html_out: str | None) -> int:
+    """Write a run report as JSON and HTML where asked; say each failure; 1 if any failed."""
+    import json
+
+    import click
+
+    from .._workflow._report import render_html
+
+    problems = write_outputs(
+        [
+            ("--json", json_out, json.dumps(report, indent=2) if json_out else ""),
+            ("--html", html_out, render_html(report) if html_out else ""),
+        ]
+    )
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    return 1 if problems else 0

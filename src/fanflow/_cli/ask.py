@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -82,14 +81,12 @@ def ask(
 
     import fanflow as ff
 
-    from .._workflow._report import render_html
     from . import _runner
-    from ._paths import output_problem, write_outputs
+    from ._paths import report_problem, write_reports
 
-    for option, path in (("--json", json_out), ("--html", html_out)):
-        problem = output_problem(option, path)
-        if problem is not None:
-            _fail(problem)
+    problem = report_problem(json_out, html_out)
+    if problem is not None:
+        _fail(problem)
     if math.isnan(timeout) or (deadline is not None and math.isnan(deadline)):
         _fail("--timeout and --deadline take a number of seconds")
     tools = [_tool(spec) for spec in tool_specs]
@@ -108,15 +105,7 @@ def ask(
         limit = f"--deadline {deadline:g} s" if deadline is not None else f"--timeout {timeout:g} s"
         click.echo(f"error: the model did not answer within {limit}", err=True)
         sys.exit(1)
-    problems = write_outputs(
-        [
-            ("--json", json_out, json.dumps(report, indent=2) if json_out else ""),
-            ("--html", html_out, render_html(report) if html_out else ""),
-        ]
-    )
-    for problem in problems:
-        click.echo(f"error: {problem}", err=True)
-    sys.exit(code or (1 if problems else 0))
+    sys.exit(code or write_reports(report, json_out, html_out))
 
 
 async def _ask(

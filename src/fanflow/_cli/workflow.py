@@ -125,26 +125,16 @@ def run(
     Exit status: 0 when the strategy succeeded, 1 when it failed, 2 for a
     bad workflow file or option.
     """
-    from .._workflow._report import render_html
     from . import _runner
-    from ._paths import output_problem, write_outputs
+    from ._paths import report_problem, write_reports
 
     # Every output path is checked before the run: a typo never costs the run.
-    for option, path in (("--json", json_out), ("--html", html_out)):
-        problem = output_problem(option, path)
-        if problem is not None:
-            _fail(problem)
+    problem = report_problem(json_out, html_out)
+    if problem is not None:
+        _fail(problem)
     plan = _load(workflow, overrides, llm)
     code, report_data = _runner.run(_run(plan), "run")
-    problems = write_outputs(
-        [
-            ("--json", json_out, json.dumps(report_data, indent=2) if json_out else ""),
-            ("--html", html_out, render_html(report_data) if html_out else ""),
-        ]
-    )
-    for problem in problems:
-        click.echo(f"error: {problem}", err=True)
-    sys.exit(code or (1 if problems else 0))
+    sys.exit(code or write_reports(report_data, json_out, html_out))
 
 
 async def _run(plan: Any) -> tuple[int, dict[str, Any]]:
