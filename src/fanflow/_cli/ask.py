@@ -105,7 +105,8 @@ def ask(
         limit = f"--deadline {deadline:g} s" if deadline is not None else f"--timeout {timeout:g} s"
         click.echo(f"error: the model did not answer within {limit}", err=True)
         sys.exit(1)
-    sys.exit(code or write_reports(report, json_out, html_out))
+    unwritten = write_reports(report, json_out, html_out)  # always, whatever the code
+    sys.exit(code or unwritten)
 
 
 async def _ask(

@@ -134,7 +134,8 @@ def run(
         _fail(problem)
     plan = _load(workflow, overrides, llm)
     code, report_data = _runner.run(_run(plan), "run")
-    sys.exit(code or write_reports(report_data, json_out, html_out))
+    unwritten = write_reports(report_data, json_out, html_out)  # always, whatever the code
+    sys.exit(code or unwritten)
 
 
 async def _run(plan: Any) -> tuple[int, dict[str, Any]]:
