@@ -92,6 +92,8 @@ def fingerprint(item: Any) -> bytes:
     """
     if isinstance(item, str):
         data = b"s" + item.encode("utf-8", "surrogatepass")
+    elif type(item) is int and item.bit_length() < 64:  # common: skip the JSON encoder
+        data = b"j%d" % item
     elif isinstance(item, bytes | bytearray):
         data = b"b" + bytes(item)
     else:
@@ -197,6 +199,11 @@ class Journal:
                 "use another file, or delete it to start over"
             )
         self._has_rows = self._db.execute("SELECT 1 FROM items LIMIT 1").fetchone() is not None
+        # Positions at or past this one were never recorded before this run,
+        # and a position is looked up once per run, before its item runs: a
+        # lookup there needs no query (a first run queries nothing at all).
+        (last,) = self._db.execute("SELECT MAX(position) FROM items").fetchone()
+        self._recorded_below = -1 if last is None else int(last) + 1
         self._keyed: bool | None = None
         self._verified = 0
         # Per item between lookup and write: its identity and fingerprint.
@@ -259,7 +266,7 @@ class Journal:
         keyed = bool(self._keyed)
         ident = key.encode("utf-8", "surrogatepass") if keyed else b"#%d" % index
         row = None
-        if self._has_rows:
+        if self._has_rows if keyed else index < self._recorded_below:
             row = self._db.execute(
                 "SELECT status, input, value, attempts, started_at, finished_at, duration "
                 "FROM items WHERE ident = ?",
