@@ -1,4 +1,16 @@
-"""A provider on the official ``anthropic`` SDK (the Messages API)."""
+"""A provider on the official ``anthropic`` SDK (the Messages API).
+
+The response body is read by fanflow, not trusted to the SDK's lenient
+models: a ``200`` without an answer is an error, never an empty ``ok``
+(``fanflow.llm._errors`` says which kind: a body that is not JSON — HTML
+from a proxy, truncated JSON, plain text — or ``content`` empty or null, or
+no text block with text, is :class:`~fanflow.TransientError`; JSON without
+``content``, such as ``{}``, is :class:`~fanflow.PermanentError`). A
+``usage`` count that is not a count (``"input_tokens": "many"``) is unknown
+— the prompt's estimate stands in, with a warning logged once — and never
+fails the request. ``timeout`` is a total deadline per request
+(``fanflow.llm._sdk``); the key goes only where ``fanflow.llm._sdk`` says.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +18,32 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._exceptions import PermanentError, ServiceError, TransientError
-from ._base import Completion, Message, TokenUsage, _Metered, to_messages
-from ._errors import from_status
-from ._sdk import SDKChat
+from ._base import Completion, Message, TokenUsage, _Metered, estimate_tokens, to_messages
+from ._errors import RETRY_AFTER_CEILING, from_status, redact_keys
+from ._sdk import PROVIDER_KEY, SDKChat, _ProviderKey, _tokens
 
 __all__ = ["AnthropicChat"]
 
 
-def map_anthropic_error(exc: Exception) -> ServiceError:
-    """Map an ``anthropic`` SDK exception to fanflow's error kinds."""
+def map_anthropic_error(
+    exc: Exception, *, ceiling: float = RETRY_AFTER_CEILING, secrets: tuple[str, ...] = ()
+) -> ServiceError:
+    """Map an ``anthropic`` SDK exception to fanflow's error kinds.
+
+    ``ceiling`` caps a 429's ``retry_after``; ``secrets`` never appear in the message.
+    """
     import anthropic
 
     if isinstance(exc, anthropic.APIStatusError):
         headers = dict(exc.response.headers) if exc.response is not None else None
         message = str(getattr(exc, "message", None) or exc)
-        return from_status(exc.status_code, message, headers, "anthropic")
+        return from_status(
+            exc.status_code, message, headers, "anthropic", ceiling=ceiling, secrets=secrets
+        )
+    text = redact_keys(f"anthropic: {type(exc).__name__}: {exc}", secrets)
     if isinstance(exc, anthropic.APIConnectionError | anthropic.APIResponseValidationError):
-        return TransientError(f"anthropic: {type(exc).__name__}: {exc}")
-    return PermanentError(f"anthropic: {type(exc).__name__}: {exc}")
+        return TransientError(text)
+    return PermanentError(text)
 
 
 class AnthropicChat(SDKChat):
@@ -32,10 +52,15 @@ class AnthropicChat(SDKChat):
     Args:
         model: the model name.
         base_url: the API root; ``None`` for Anthropic itself.
-        api_key_env: the environment variable holding the key (read at the
-            first request, never stored in reprs, logs, events or reports).
+        api_key_env: the environment variable holding the key. By default
+            ``ANTHROPIC_API_KEY``, sent only to ``https://api.anthropic.com``:
+            a server given by ``base_url`` (or ``ANTHROPIC_BASE_URL``) gets
+            the placeholder ``no-key`` unless its key variable is named
+            here. ``None``: no key. Read at the first request, never shown
+            in reprs, logs, events, errors or reports.
         max_tokens: the default answer length (the Messages API requires one).
-        timeout: seconds for one HTTP request.
+        timeout: seconds for one whole request, the answer's last byte
+            included (a total deadline, ``math.inf`` for none).
         params: default parameters for every request.
 
     System messages are passed as the API's ``system`` parameter.
@@ -43,6 +68,7 @@ class AnthropicChat(SDKChat):
     Raises:
         ImportError: the ``anthropic`` package is missing
             (``pip install 'fanflow[anthropic]'``).
+        ValueError: ``timeout`` is not a number > 0.
     """
 
     def __init__(
@@ -50,7 +76,7 @@ class AnthropicChat(SDKChat):
         model: str,
         *,
         base_url: str | None = None,
-        api_key_env: str | None = "ANTHROPIC_API_KEY",
+        api_key_env: str | _ProviderKey | None = PROVIDER_KEY,
         max_tokens: int = 1024,
         timeout: float = 60.0,
         params: Mapping[str, Any] | None = None,
@@ -67,8 +93,11 @@ class AnthropicChat(SDKChat):
         self.max_tokens = max_tokens
 
     provider = "anthropic"
+    key_env = "ANTHROPIC_API_KEY"
+    root = "https://api.anthropic.com"
+    base_url_env = "ANTHROPIC_BASE_URL"
 
-    def _new_client(self, key: str) -> Any:
+    def _new_client(self, key: str, base_url: str) -> Any:
         try:
             import anthropic
         except ImportError as exc:  # pragma: no cover - depends on the extra
@@ -76,17 +105,19 @@ class AnthropicChat(SDKChat):
                 "AnthropicChat needs the anthropic package: pip install 'fanflow[anthropic]'"
             ) from exc
         return anthropic.AsyncAnthropic(
-            api_key=key, base_url=self.base_url, max_retries=0, timeout=self.timeout
+            api_key=key, base_url=base_url, max_retries=0, timeout=self._sdk_timeout
         )
 
     async def complete(self, prompt: str | Sequence[Message], **params: Any) -> Completion:
         """Send a Messages API request; return the answer.
 
         Raises:
-            RateLimited: HTTP 429 (``retry_after`` from the response).
+            RateLimited: HTTP 429 (``retry_after`` from the response's headers).
             TransientError: 5xx (529 "overloaded" included), 408/409/425,
-                connection problems.
-            PermanentError: other 4xx, a missing API key.
+                connection problems, no whole answer within ``timeout``, a
+                200 whose body is not JSON or holds no text.
+            PermanentError: other 4xx, a missing API key, a 200 whose JSON
+                is not a Messages API response.
         """
         import anthropic
 
@@ -100,19 +131,41 @@ class AnthropicChat(SDKChat):
         client = self._client()
         meter = _Metered(self.model, messages)
         try:
-            response = await client.messages.create(model=self.model, messages=chat, **options)
+            status, body = await self._send(
+                lambda: client.messages.with_raw_response.create(
+                    model=self.model, messages=chat, **options
+                )
+            )
         except anthropic.AnthropicError as exc:
-            raise map_anthropic_error(exc) from exc
-        usage = getattr(response, "usage", None)
-        input_tokens = getattr(usage, "input_tokens", None)
-        output_tokens = getattr(usage, "output_tokens", None)
+            raise map_anthropic_error(
+                exc, ceiling=self.max_retry_after, secrets=self._secrets
+            ) from exc
+        # Nothing is booked until the answer is known to be one.
+        data = self._json(status, body, "content")
+        text = self._text(status, body, data)
+        usage = data.get("usage")
+        usage = usage if isinstance(usage, Mapping) else {}
+        input_tokens = _tokens("anthropic", "input_tokens", usage.get("input_tokens"))
+        output_tokens = _tokens("anthropic", "output_tokens", usage.get("output_tokens"))
         latency = meter.done(input_tokens, output_tokens)
-        text = "".join(
-            getattr(block, "text", "") for block in response.content if block.type == "text"
-        )
+        model = data.get("model")
         return Completion(
             text,
-            response.model or self.model,
-            TokenUsage(input_tokens or 0, output_tokens or 0),
+            model if isinstance(model, str) and model else self.model,
+            TokenUsage(
+                estimate_tokens(messages) if input_tokens is None else input_tokens,
+                output_tokens or 0,
+            ),
             latency,
         )
+
+    def _text(self, status: int, body: bytes, data: Mapping[str, Any]) -> str:
+        blocks = data["content"]
+        if not isinstance(blocks, list) or not blocks:
+            raise self._bad(status, f"no content blocks ({blocks!r:.20})", body)
+        texts = [
+            b.get("text") for b in blocks if isinstance(b, Mapping) and b.get("type") == "text"
+        ]
+        if not texts or not all(isinstance(t, str) for t in texts):
+            raise self._bad(status, "no text block with text", body)
+        return "".join(t for t in texts if isinstance(t, str))

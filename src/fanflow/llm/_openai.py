@@ -3,6 +3,17 @@
 ``base_url`` reaches any server that speaks the chat-completions API: vLLM,
 Ollama, llama.cpp's server, LM Studio, the fanflow simulator. The SDK's own
 retries are off: fanflow's :class:`~fanflow.Retry` owns retrying.
+
+The response body is read by fanflow, not trusted to the SDK's lenient
+models: a ``200`` without an answer is an error, never an empty ``ok``
+(``fanflow.llm._errors`` says which kind: a body that is not JSON — HTML
+from a proxy, truncated JSON, plain text — or ``choices`` empty or null, or
+a null ``content``, is :class:`~fanflow.TransientError`; JSON without
+``choices``, such as ``{}``, is :class:`~fanflow.PermanentError`). A
+``usage`` count that is not a count (``"prompt_tokens": "many"``) is
+unknown — the prompt's estimate stands in, with a warning logged once —
+and never fails the request. ``timeout`` is a total deadline per request
+(``fanflow.llm._sdk``); the key goes only where ``fanflow.llm._sdk`` says.
 """
 
 from __future__ import annotations
@@ -11,23 +22,31 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._exceptions import PermanentError, ServiceError, TransientError
-from ._base import Completion, Message, TokenUsage, _Metered, to_messages
-from ._errors import from_status
-from ._sdk import SDKChat
+from ._base import Completion, Message, TokenUsage, _Metered, estimate_tokens, to_messages
+from ._errors import RETRY_AFTER_CEILING, from_status, redact_keys
+from ._sdk import PROVIDER_KEY, SDKChat, _ProviderKey, _tokens
 
 __all__ = ["OpenAIChat"]
 
 
-def map_openai_error(exc: Exception) -> ServiceError:
-    """Map an ``openai`` SDK exception to fanflow's error kinds."""
+def map_openai_error(
+    exc: Exception, *, ceiling: float = RETRY_AFTER_CEILING, secrets: tuple[str, ...] = ()
+) -> ServiceError:
+    """Map an ``openai`` SDK exception to fanflow's error kinds.
+
+    ``ceiling`` caps a 429's ``retry_after``; ``secrets`` never appear in the message.
+    """
     import openai
 
     if isinstance(exc, openai.APIStatusError):
         headers = dict(exc.response.headers) if exc.response is not None else None
-        return from_status(exc.status_code, _message(exc), headers, "openai")
+        return from_status(
+            exc.status_code, _message(exc), headers, "openai", ceiling=ceiling, secrets=secrets
+        )
+    text = redact_keys(f"openai: {type(exc).__name__}: {exc}", secrets)
     if isinstance(exc, openai.APIConnectionError | openai.APIResponseValidationError):
-        return TransientError(f"openai: {type(exc).__name__}: {exc}")
-    return PermanentError(f"openai: {type(exc).__name__}: {exc}")
+        return TransientError(text)
+    return PermanentError(text)
 
 
 def _message(exc: Exception) -> str:
@@ -46,15 +65,21 @@ class OpenAIChat(SDKChat):
         model: the model name sent to the service.
         base_url: the API root, e.g. ``http://127.0.0.1:8000/v1``; ``None``
             for OpenAI itself.
-        api_key_env: the environment variable holding the API key. The key
-            is read from the environment when the first request is made and
-            is never stored in a repr, a log, an event or a report. Servers
-            given by ``base_url`` may need no key.
-        timeout: seconds for one HTTP request (fanflow's task timeout also applies).
+        api_key_env: the environment variable holding the API key. By
+            default ``OPENAI_API_KEY``, sent only to ``https://api.openai.com``:
+            a server given by ``base_url`` (or ``OPENAI_BASE_URL``) gets the
+            placeholder ``no-key`` unless its key variable is named here.
+            ``None``: no key. The key is read from the environment when the
+            first request is made and never shown in a repr, a log, an
+            event, an error or a report.
+        timeout: seconds for one whole request, the answer's last byte
+            included (a total deadline, ``math.inf`` for none; fanflow's task
+            timeout also applies).
         params: default parameters for every request (``temperature``...).
 
     Raises:
         ImportError: the ``openai`` package is missing (``pip install 'fanflow[llm]'``).
+        ValueError: ``timeout`` is not a number > 0.
     """
 
     def __init__(
@@ -62,7 +87,7 @@ class OpenAIChat(SDKChat):
         model: str,
         *,
         base_url: str | None = None,
-        api_key_env: str | None = "OPENAI_API_KEY",
+        api_key_env: str | _ProviderKey | None = PROVIDER_KEY,
         timeout: float = 60.0,
         params: Mapping[str, Any] | None = None,
         name: str | None = None,
@@ -77,8 +102,11 @@ class OpenAIChat(SDKChat):
         )
 
     provider = "openai"
+    key_env = "OPENAI_API_KEY"
+    root = "https://api.openai.com/v1"
+    base_url_env = "OPENAI_BASE_URL"
 
-    def _new_client(self, key: str) -> Any:
+    def _new_client(self, key: str, base_url: str) -> Any:
         try:
             import openai
         except ImportError as exc:  # pragma: no cover - depends on the extra
@@ -86,16 +114,19 @@ class OpenAIChat(SDKChat):
                 "OpenAIChat needs the openai package: pip install 'fanflow[llm]'"
             ) from exc
         return openai.AsyncOpenAI(
-            api_key=key, base_url=self.base_url, max_retries=0, timeout=self.timeout
+            api_key=key, base_url=base_url, max_retries=0, timeout=self._sdk_timeout
         )
 
     async def complete(self, prompt: str | Sequence[Message], **params: Any) -> Completion:
         """Send a chat completion request; return the answer.
 
         Raises:
-            RateLimited: HTTP 429 (``retry_after`` from the response).
-            TransientError: 5xx, 408/409/425, connection problems.
-            PermanentError: other 4xx, a missing API key.
+            RateLimited: HTTP 429 (``retry_after`` from the response's headers).
+            TransientError: 5xx, 408/409/425, connection problems, no whole
+                answer within ``timeout``, a 200 whose body is not JSON or
+                holds no answer.
+            PermanentError: other 4xx, a missing API key, a 200 whose JSON
+                is not a chat completion.
         """
         import openai
 
@@ -103,20 +134,42 @@ class OpenAIChat(SDKChat):
         client = self._client()
         meter = _Metered(self.model, messages)
         try:
-            response = await client.chat.completions.create(
-                model=self.model, messages=messages, **{**self.params, **params}
+            status, body = await self._send(
+                lambda: client.chat.completions.with_raw_response.create(
+                    model=self.model, messages=messages, **{**self.params, **params}
+                )
             )
         except openai.OpenAIError as exc:
-            raise map_openai_error(exc) from exc
-        usage = getattr(response, "usage", None)
-        input_tokens = getattr(usage, "prompt_tokens", None)
-        output_tokens = getattr(usage, "completion_tokens", None)
+            raise map_openai_error(
+                exc, ceiling=self.max_retry_after, secrets=self._secrets
+            ) from exc
+        # Nothing is booked until the answer is known to be one.
+        data = self._json(status, body, "choices")
+        text = self._text(status, body, data)
+        usage = data.get("usage")
+        usage = usage if isinstance(usage, Mapping) else {}
+        input_tokens = _tokens("openai", "prompt_tokens", usage.get("prompt_tokens"))
+        output_tokens = _tokens("openai", "completion_tokens", usage.get("completion_tokens"))
         latency = meter.done(input_tokens, output_tokens)
-        choice = response.choices[0] if response.choices else None
-        text = (choice.message.content if choice is not None else None) or ""
+        model = data.get("model")
         return Completion(
             text,
-            response.model or self.model,
-            TokenUsage(input_tokens or 0, output_tokens or 0),
+            model if isinstance(model, str) and model else self.model,
+            TokenUsage(
+                estimate_tokens(messages) if input_tokens is None else input_tokens,
+                output_tokens or 0,
+            ),
             latency,
         )
+
+    def _text(self, status: int, body: bytes, data: Mapping[str, Any]) -> str:
+        choices = data["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise self._bad(status, f"no choices ({choices!r:.20})", body)
+        message = choices[0].get("message") if isinstance(choices[0], Mapping) else None
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if not isinstance(content, str):
+            refusal = message.get("refusal") if isinstance(message, Mapping) else None
+            why = "a refusal" if refusal else "no text"
+            raise self._bad(status, f"the first choice has {why} (content {content!r:.20})", body)
+        return content

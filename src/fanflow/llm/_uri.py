@@ -1,9 +1,15 @@
-"""Model URIs: ``"openai:gpt-4o-mini"``, ``"openai:MODEL@http://host:8000/v1"``, ``"sim:..."``."""
+"""Model URIs: ``"openai:gpt-4o-mini"``, ``"openai:MODEL@http://host:8000/v1"``, ``"sim:..."``.
+
+A URL may end in ``?key_env=NAME``: the environment variable whose key that
+server gets (a provider's own key goes to its own host only).
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ._base import LLM, book_usage
 
@@ -23,18 +29,47 @@ def _sdk(scheme: str, module: str, extra: str) -> None:
         )
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _key_env(base_url: str | None) -> tuple[str | None, str | None]:
+    """Split ``?key_env=NAME`` off a URL: ``(the URL without it, NAME or None)``.
+
+    Raises:
+        ValueError: ``key_env`` is given twice or is not a variable name.
+    """
+    if base_url is None or "key_env=" not in base_url:
+        return base_url, None
+    parts = urlsplit(base_url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    names = [v for k, v in query if k == "key_env"]
+    if len(names) != 1 or not _ENV_NAME.fullmatch(names[0]):
+        raise ValueError(
+            f"key_env in {base_url!r} must name one environment variable "
+            "(letters, digits, '_'), e.g. '?key_env=MY_KEY'"
+        )
+    rest = urlencode([(k, v) for k, v in query if k != "key_env"])
+    return urlunsplit(parts._replace(query=rest)), names[0]
+
+
 def _openai(model: str, base_url: str | None) -> LLM:
     _sdk("openai", "openai", "llm")
     from ._openai import OpenAIChat
 
-    return OpenAIChat(model, base_url=base_url)
+    url, key_env = _key_env(base_url)
+    if key_env is None:
+        return OpenAIChat(model, base_url=url)
+    return OpenAIChat(model, base_url=url, api_key_env=key_env)
 
 
 def _anthropic(model: str, base_url: str | None) -> LLM:
     _sdk("anthropic", "anthropic", "anthropic")
     from ._anthropic import AnthropicChat
 
-    return AnthropicChat(model, base_url=base_url)
+    url, key_env = _key_env(base_url)
+    if key_env is None:
+        return AnthropicChat(model, base_url=url)
+    return AnthropicChat(model, base_url=url, api_key_env=key_env)
 
 
 def _sim(model: str, base_url: str | None) -> LLM:
@@ -42,8 +77,9 @@ def _sim(model: str, base_url: str | None) -> LLM:
     _sdk("sim", "openai", "sim")
     from ._openai import OpenAIChat
 
-    url = base_url or os.environ.get("FANFLOW_SIM_URL") or _SIM_DEFAULT_URL
-    return OpenAIChat(model, base_url=url, api_key_env=None, name=f"sim:{model}@{url}")
+    given, key_env = _key_env(base_url)
+    url = given or os.environ.get("FANFLOW_SIM_URL") or _SIM_DEFAULT_URL
+    return OpenAIChat(model, base_url=url, api_key_env=key_env, name=f"sim:{model}@{url}")
 
 
 _PROVIDERS: dict[str, ProviderFactory] = {
@@ -86,11 +122,14 @@ def from_uri(uri: str) -> LLM:
     vLLM, Ollama, llama.cpp, LM Studio), ``anthropic:MODEL`` (key from
     ``ANTHROPIC_API_KEY``), ``sim:MODEL[@URL]`` (the fanflow simulator; URL
     defaults to ``$FANFLOW_SIM_URL`` or ``http://127.0.0.1:8000/v1``). Model
-    names may contain ``:`` (``openai:llama3:8b@http://...``).
+    names may contain ``:`` (``openai:llama3:8b@http://...``). A provider's
+    own key goes to its own host only; ``?key_env=NAME`` at the end of the
+    URL gives that server the key in ``$NAME``
+    (``openai:m@http://127.0.0.1:8000/v1?key_env=MY_KEY``).
 
     Raises:
-        ValueError: a malformed URI or an unknown scheme (the message lists
-            the known ones).
+        ValueError: a malformed URI, an unknown scheme (the message lists
+            the known ones), or a ``key_env`` that is not one variable name.
         ImportError: the provider's SDK is not installed (the message names
             the extra to install).
     """
