@@ -50,7 +50,7 @@ def test_jitter_spreads_delays() -> None:
 
 
 def test_retry_after_is_a_floor() -> None:
-    policy = ff.Retry(backoff=0.1, max_backoff=1.0)
+    policy = ff.Retry(backoff=0.1, max_backoff=10.0)
     assert policy.delay(1, ff.RateLimited(retry_after=7.5)) >= 7.5
 
 

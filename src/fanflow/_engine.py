@@ -39,7 +39,7 @@ from ._exceptions import RateLimited
 from ._hedge import Hedge, _LatencyWindow
 from ._limits import AdaptiveConcurrency, RateLimit
 from ._result import AttemptRecord, FanInResult, TaskResult, _strategy_failed
-from ._retry import Retry
+from ._retry import Retry, server_wait
 from ._strategies import BestEffort, Strategy
 from ._task import Task, _check_timeout
 from ._threads import TaskExit, WorkerThreads
@@ -796,9 +796,13 @@ class _Driver:
         elif isinstance(error, RateLimited) or status is Status.TIMEOUT:
             if adaptive is not None:
                 adaptive.on_overload(attempt.started, end)
-            retry_after = getattr(error, "retry_after", None)
+            retry_after = server_wait(error)
             if self._rate_limit is not None and retry_after:
-                self._rate_limit.pause(end, float(retry_after))
+                # The pause is no longer than the task itself would wait.
+                policy = attempt.state.retry
+                if policy is not None:
+                    retry_after = min(retry_after, policy.max_backoff)
+                self._rate_limit.pause(end, retry_after)
 
     def _schedule_retry(
         self, state: _TaskState, status: Status, error: BaseException | None, end: float

@@ -37,6 +37,11 @@ async def ensemble(
 
     Fans ``prompt`` out to ``samples`` samples of each model (sample ``j``
     is sent with ``seed=j``), and votes on the answers with :class:`Vote`.
+    Samples are started round-robin across the models (each model's first
+    sample, then each one's second...), so every model is heard as early
+    as the others: the answer does not depend on the order of ``llms``,
+    except that a tie in the full count goes to the answer that reached
+    the tied weight first (``Vote``'s ``tie_break="first"``).
     With ``early_stop=True`` it stops once the winner cannot change, so it
     makes fewer calls than ``samples`` per model with the same answer; a
     :class:`BetaStop` stops sooner on a statistical rule. Fewer samples in
@@ -69,11 +74,16 @@ async def ensemble(
     models: list[LLM] = [from_uri(m) if isinstance(m, str) else m for m in items]
     owned = [m for m, item in zip(models, items, strict=True) if isinstance(item, str)]
     names = [getattr(m, "name", type(m).__name__) for m in models]
-    tasks = []
-    for i, (model, name) in enumerate(zip(models, names, strict=True)):
-        label = name if names.count(name) == 1 else f"{i}:{name}"
-        for j in range(samples):
-            tasks.append(prompt_task(f"{label}#{j}", model, prompt, seed=j, **params))
+    labels = [name if names.count(name) == 1 else f"{i}:{name}" for i, name in enumerate(names)]
+    # Round-robin (A#0, B#0, A#1, B#1, ...): queued model by model, the first
+    # model's samples would fill the early votes and early stopping (or the
+    # deadline) would leave the others barely heard, so the answer would
+    # depend on the order the models were listed in.
+    tasks = [
+        prompt_task(f"{label}#{j}", model, prompt, seed=j, **params)
+        for j in range(samples)
+        for model, label in zip(models, labels, strict=True)
+    ]
     try:
         return await fan_out(
             tasks,

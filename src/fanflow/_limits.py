@@ -63,11 +63,17 @@ class RateLimit:
             ``per_minute=50`` allows one at once, then one every 1.2 s.
             The token limit's burst is one second's worth of its rate (a
             larger request waits for a full bucket and leaves a debt).
+        max_pause: the longest pause, in seconds, that one ``RateLimited``
+            error may impose on the limit (default 60).
 
     Slots are handed out first come, first served: an attempt reserves the
     earliest start the limits allow and waits on a timer, holding its place
     in the concurrency limit. A :class:`RateLimited` error with a
-    ``retry_after`` pauses every fan-out sharing this limit for that long.
+    ``retry_after`` pauses every fan-out sharing this limit for that long —
+    but never longer than ``max_pause``, nor than the ``max_backoff`` of the
+    failed task's :class:`Retry`: one bad ``Retry-After`` header (``inf``,
+    a date in 2100) must not stop every later fan-out on the limit. A
+    ``retry_after`` that is not a finite number >= 0 causes no pause.
 
     Raises:
         ValueError, TypeError: no limit given, or an invalid one.
@@ -80,6 +86,7 @@ class RateLimit:
         tokens_per_minute: float | None = None,
         *,
         burst: float | None = None,
+        max_pause: float = 60.0,
     ) -> None:
         ps = _rate(per_second, "per_second")
         pm = _rate(per_minute, "per_minute")
@@ -98,6 +105,10 @@ class RateLimit:
             if rate is not None:
                 self._requests.append(_Gcra(rate, burst if burst is not None else max(1.0, rate)))
         self._tokens = _Gcra(tpm / 60.0, max(1.0, tpm / 60.0)) if tpm else None
+        pause_cap = _rate(max_pause, "max_pause")
+        if pause_cap is None:
+            raise ValueError("RateLimit(max_pause=...) must be > 0; got None")
+        self.max_pause: float = pause_cap
         self._paused_until = -math.inf
         self._lock = threading.Lock()
         self.started = 0
@@ -135,9 +146,18 @@ class RateLimit:
             return start
 
     def pause(self, now: float, seconds: float) -> None:
-        """Start nothing new before ``now + seconds`` (e.g. a 429's Retry-After)."""
+        """Start nothing new before ``now + seconds`` (e.g. a 429's Retry-After).
+
+        ``seconds`` is capped at :attr:`max_pause`; a value that is not a
+        finite number >= 0 is ignored (no pause).
+        """
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            return
+        if not math.isfinite(seconds) or seconds <= 0:
+            return
         with self._lock:
-            self._paused_until = max(self._paused_until, now + seconds)
+            until = now + min(float(seconds), self.max_pause)
+            self._paused_until = max(self._paused_until, until)
 
 
 class AdaptiveConcurrency:

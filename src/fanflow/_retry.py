@@ -18,6 +18,21 @@ from ._exceptions import PermanentError
 __all__ = ["Retry"]
 
 
+def server_wait(error: BaseException | None) -> float | None:
+    """The wait a server asked for on ``error`` (its ``retry_after``), or ``None``.
+
+    A value that is not a finite number >= 0 (``inf``, ``nan``, negative, a
+    string) is no usable hint: a broken or hostile header must not park a
+    task, or every fan-out sharing a rate limit, forever.
+    """
+    value = getattr(error, "retry_after", None)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not math.isfinite(value) or value < 0:
+        return None
+    return float(value)
+
+
 def _positive(value: float, what: str, allow_zero: bool = True) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{what} must be a number; got {value!r}")
@@ -43,7 +58,10 @@ class Retry:
         retry_timeouts: whether an attempt that timed out is retried.
 
     An error with a ``retry_after`` attribute (seconds, e.g.
-    :class:`RateLimited` from an HTTP 429) waits at least that long. Tasks
+    :class:`RateLimited` from an HTTP 429) waits at least that long, but
+    never longer than ``max_backoff``: a server-given wait is a hint, and
+    ``Retry-After: 99999`` (or a date in 2100) must not park a task for a
+    day. A ``retry_after`` that is not a finite number >= 0 is ignored. Tasks
     with ``idempotent=False`` are never retried. Nothing is retried past the
     fan-out's deadline or after its strategy has finished.
 
@@ -97,16 +115,12 @@ class Retry:
 
         The exponential cap is ``min(max_backoff, backoff * 2 ** (attempt - 1))``;
         with jitter the delay is uniform in ``[0, cap]``. A ``retry_after``
-        on ``error`` raises the delay to at least that.
+        on ``error`` raises the delay to at least that, up to ``max_backoff``
+        (a non-finite or negative ``retry_after`` is ignored).
         """
         cap = min(self.max_backoff, self.backoff * 2.0 ** (attempt - 1))
         wait = cap * self._random() if self.jitter else cap
-        retry_after = getattr(error, "retry_after", None)
-        if (
-            isinstance(retry_after, int | float)
-            and not isinstance(retry_after, bool)
-            and math.isfinite(retry_after)
-            and retry_after > wait
-        ):
-            wait = float(retry_after)
+        hint = server_wait(error)
+        if hint is not None and hint > wait:
+            wait = min(hint, self.max_backoff)
         return wait

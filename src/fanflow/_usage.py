@@ -9,17 +9,27 @@ knows, for each attempt, what it spent — and, for an attempt cancelled while
 its request was in flight, at least the prompt tokens it sent. When the
 attempt is settled, the engine books its spending as used, or as wasted if
 the attempt was cancelled, timed out, or lost a hedge.
+
+A request that ended in an error instead of an answer (a 429, a 5xx, a
+refused connection) was refused before the service did any work: services
+do not bill those, so it books one request and no tokens. Requests of one
+attempt are sequential (an attempt's key is its asyncio task or its
+thread's attempt), so a request still unfinished when the same attempt
+begins another has failed; the last one is judged when the attempt is
+settled — unfinished in an attempt that ended by itself means it raised,
+unfinished in one that was cancelled or timed out means it was in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["ModelUsage", "Usage", "begin_request"]
+__all__ = ["ModelUsage", "Usage", "begin_request", "collect_usage", "combine_usage"]
 
 
 @dataclasses.dataclass
@@ -27,8 +37,10 @@ class ModelUsage:
     """Requests and tokens for one model.
 
     Attributes:
-        requests: requests sent (finished or not).
-        input_tokens: prompt tokens (estimated for requests that never finished).
+        requests: requests sent (answered, refused or cut off).
+        input_tokens: prompt tokens: as the service reported them; estimated
+            for requests cancelled in flight; none for requests the service
+            refused (an error instead of an answer: 429, 5xx).
         output_tokens: completion tokens reported by the service.
     """
 
@@ -114,7 +126,16 @@ class Usage:
 class _Request:
     """One model request of one attempt."""
 
-    __slots__ = ("_key", "_ledger", "count", "done", "input_tokens", "model", "output_tokens")
+    __slots__ = (
+        "_key",
+        "_ledger",
+        "count",
+        "done",
+        "failed",
+        "input_tokens",
+        "model",
+        "output_tokens",
+    )
 
     def __init__(self, model: str, input_tokens: int, count: int = 1) -> None:
         self.model = model
@@ -122,8 +143,26 @@ class _Request:
         self.output_tokens = 0
         self.count = count
         self.done = False
+        self.failed = False
         self._ledger: _Ledger | None = None
         self._key: object = None
+
+    def fail(self) -> None:
+        """The request ended in an error, not an answer: it costs a request, no tokens."""
+        if not self.done:
+            self.failed = True
+
+    def spent(self, in_flight_wasted: bool) -> ModelUsage:
+        """What this request costs once its attempt is over.
+
+        Args:
+            in_flight_wasted: whether an unfinished request was cut off in
+                flight (its attempt was cancelled or timed out), and so
+                costs its estimated prompt; otherwise it ended in an error.
+        """
+        if self.failed or (not self.done and not in_flight_wasted):
+            return ModelUsage(self.count, 0, 0)
+        return ModelUsage(self.count, self.input_tokens, self.output_tokens)
 
     def discard(self) -> None:
         """Take this request back before its attempt is settled: someone else booked it."""
@@ -139,6 +178,9 @@ class _Request:
             self.input_tokens = input_tokens
         self.output_tokens = output_tokens or 0
         self.done = True
+        # An answer is the last word: a request inferred failed because its
+        # attempt began another (threads sharing one attempt) was only late.
+        self.failed = False
 
 
 class _Ledger:
@@ -157,7 +199,12 @@ class _Ledger:
         self.used = True
         request = _Request(model, input_tokens)
         request._ledger, request._key = self, key
-        self._open.setdefault(key, []).append(request)
+        requests = self._open.setdefault(key, [])
+        for earlier in requests:
+            # The same attempt moved on to another request: this one ended
+            # without an answer (the provider raised, the task went on).
+            earlier.fail()
+        requests.append(request)
         return request
 
     def settle(self, key: object, wasted: bool) -> None:
@@ -166,7 +213,7 @@ class _Ledger:
         if not requests:
             return
         for r in requests:
-            spent = ModelUsage(r.count, r.input_tokens, r.output_tokens)
+            spent = r.spent(in_flight_wasted=wasted)
             self.usage.by_model.setdefault(r.model, ModelUsage()).add(spent)
             if wasted:
                 self.usage.wasted.setdefault(r.model, ModelUsage()).add(spent)
@@ -182,9 +229,9 @@ class _Ledger:
         """
         for requests in self._open.values():
             for r in requests:
-                spent = ModelUsage(r.count, r.input_tokens, r.output_tokens)
+                spent = r.spent(in_flight_wasted=True)
                 self.usage.by_model.setdefault(r.model, ModelUsage()).add(spent)
-                if not r.done:
+                if not r.done and not r.failed:
                     self.usage.wasted.setdefault(r.model, ModelUsage()).add(spent)
         self._open.clear()
         if not self.usage.by_model:
@@ -256,3 +303,50 @@ def begin_request(model: str, estimated_input_tokens: int) -> _Request | None:
     if key is None:
         return None
     return ledger.begin(key, model, estimated_input_tokens)
+
+
+def _add_usage(total: Usage, part: Usage) -> None:
+    for mine, theirs in ((total.by_model, part.by_model), (total.wasted, part.wasted)):
+        for model, use in theirs.items():
+            mine.setdefault(model, ModelUsage()).add(use)
+
+
+def combine_usage(*parts: Usage | None) -> Usage | None:
+    """The sum of several :class:`Usage` records (``None`` when all are ``None``)."""
+    present = [p for p in parts if p is not None]
+    if not present:
+        return None
+    total = Usage()
+    for part in present:
+        _add_usage(total, part)
+    return total
+
+
+class _Collected:
+    """What :func:`collect_usage` booked: ``usage`` is set when its block ends."""
+
+    __slots__ = ("usage",)
+
+    def __init__(self) -> None:
+        self.usage: Usage | None = None
+
+
+@contextlib.contextmanager
+def collect_usage() -> Iterator[_Collected]:
+    """Book the model requests made inside the block, outside any fan-out.
+
+    For model calls a program makes itself — ``ff.synthesize`` after a
+    fan-out — so its report counts them too. When the block ends,
+    ``usage`` holds what they spent (``None`` if none were made): answered
+    requests as used, refused ones as a request without tokens, and those
+    cut off in flight (a timeout) as wasted, at their estimated prompt.
+    Fan-outs inside the block book their own totals to it.
+    """
+    collected = _Collected()
+    ledger = _Ledger(None, None)
+    token = _LEDGER.set(ledger)
+    try:
+        yield collected
+    finally:
+        _LEDGER.reset(token)
+        collected.usage = ledger.close()

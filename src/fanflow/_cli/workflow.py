@@ -145,6 +145,7 @@ async def _run(plan: Any) -> tuple[int, dict[str, Any]]:
     import fanflow as ff
 
     from .._engine import run_graph
+    from .._usage import collect_usage, combine_usage
     from .._workflow._report import run_report
 
     console = Console()
@@ -163,6 +164,7 @@ async def _run(plan: Any) -> tuple[int, dict[str, Any]]:
     progress.close()
     aggregate: dict[str, Any] | None = None
     aggregate_failed = False
+    synthesis_usage = None  # the synthesis's model calls, booked outside the fan-out
     spec = plan.loaded.workflow.aggregate
     if spec is not None and result.succeeded:
         if spec.merge is not None:
@@ -193,15 +195,17 @@ async def _run(plan: Any) -> tuple[int, dict[str, Any]]:
                 aggregate_failed = True
             else:
                 try:
-                    synthesis = await ff.synthesize(
-                        result, llm, conflict_strategy=spec.synthesize.conflict_strategy
-                    )
+                    with collect_usage() as collected:
+                        synthesis = await ff.synthesize(
+                            result, llm, conflict_strategy=spec.synthesize.conflict_strategy
+                        )
                 except (ff.ServiceError, TimeoutError, OSError) as exc:
                     why = str(exc) or type(exc).__name__
                     click.echo(f"fanflow run: the synthesis failed: {why}", err=True)
                     aggregate_failed = True
                 finally:
                     await llm.aclose()  # type: ignore[attr-defined]
+                synthesis_usage = collected.usage
             if synthesis is not None:
                 aggregate = {
                     "kind": "synthesize",
@@ -247,6 +251,13 @@ async def _run(plan: Any) -> tuple[int, dict[str, Any]]:
     )
     if aggregate_failed:
         report_data["aggregate"] = {"kind": "synthesize", "failed": True}
+    if synthesis_usage is not None:
+        # The synthesis is a model call of the run too (failed ones included):
+        # its own usage under "aggregate", the run's total beside the result.
+        report_data["aggregate"]["usage"] = synthesis_usage.to_dict()
+        total = combine_usage(result.usage, synthesis_usage)
+        assert total is not None
+        report_data["usage"] = total.to_dict()
     return (0 if result.ok and not aggregate_failed else 1), report_data
 
 

@@ -117,6 +117,15 @@ class _Metered:
             self._request.finish(input_tokens, output_tokens)
         return time.perf_counter() - self._start
 
+    def failed(self) -> None:
+        """The service answered with an error: book a request, no tokens.
+
+        Optional: the ledger also infers it when the attempt ends by itself
+        (or begins another request) with this one unfinished.
+        """
+        if self._request is not None:
+            self._request.fail()
+
 
 def record_usage(model: str, input_tokens: int, output_tokens: int) -> None:
     """Book one finished model request to the enclosing fan-out's ``result.usage``.
@@ -158,7 +167,8 @@ async def _booked_complete(
 
     Before the request it books an estimate of the prompt's tokens (so a
     request cancelled in flight still counts as waste, as with the built-in
-    providers); after it, the ``usage`` the completion reports. When the
+    providers); after it, the ``usage`` the completion reports. A request
+    that raises instead (a 429, a 5xx) counts as a request without tokens. When the
     provider booked the request itself (it is built on ``OpenAIChat`` or
     ``AnthropicChat``, or calls :func:`record_usage`), its own booking
     stands and this one is taken back.
@@ -171,7 +181,15 @@ async def _booked_complete(
     counter, token = probe()
     try:
         completion: Completion = await complete(prompt, **params)
+    except Exception:
+        if mine is not None:
+            if counter.requests:
+                mine.discard()
+            else:
+                mine.fail()  # refused (429, 5xx...): a request, no tokens
+        raise
     except BaseException:
+        # Cancelled in flight: the estimate stands, booked as waste.
         if mine is not None and counter.requests:
             mine.discard()
         raise
