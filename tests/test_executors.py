@@ -26,7 +26,8 @@ def ray_cluster() -> Iterator[Any]:
     ray = pytest.importorskip("ray")
     # The tasks' functions live in this test module: ship them by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # On loopback: left alone, Ray binds the machine's interface address.
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.2")
     yield ray
     ray.shutdown()
 

@@ -560,7 +560,9 @@ class _Driver:
                 upstream = {d: self._by_name[d].result for d in self._needs[state.task.name]}
                 kwargs = {k: upstream if v is UPSTREAM else v for k, v in kwargs.items()}
             if self.opts.ray is not None:
-                fut = self.opts.ray.submit(loop, task.name, task.fn, task.args, kwargs)
+                fut = self.opts.ray.submit(
+                    loop, task.name, task.fn, task.args, kwargs, timed=state.timeout is not None
+                )
             elif self.opts.process is not None:
                 if self._procs is None:
                     self._procs = ProcessPool(self.opts.process, loop)
