@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -73,3 +77,44 @@ async def ticks(n: int, value: Any = None, fail: bool = False) -> Any:
     if fail:
         raise RuntimeError(f"failed after {n} ticks")
     return value
+
+
+def wait_for_pids(path: Path, count: int, proc: subprocess.Popen[str]) -> list[int]:
+    """The pids a test's jobs wrote to ``path``, once ``count`` are there (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        lines = path.read_text().split() if path.exists() else []
+        if len(lines) >= count:
+            time.sleep(0.1)  # let the shells reach `wait`
+            return [int(x) for x in path.read_text().split()]
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    raise AssertionError(f"only {path.read_text() if path.exists() else ''!r} started")
+
+
+def left_running(pids: list[int], within: float = 5.0) -> list[int]:
+    """Which of ``pids`` still run after ``within`` seconds (then killed, for the next test)."""
+    deadline = time.monotonic() + within
+    alive = [p for p in pids if running(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [p for p in pids if running(p)]
+    for pid in alive:  # never leave them behind for the next test
+        os.kill(pid, signal.SIGKILL)
+    return alive
+
+
+class Flaky:
+    """Fails the first ``failures`` calls with ``error``, then returns ``value``."""
+
+    def __init__(self, failures: int, error: BaseException, value: Any = "ok") -> None:
+        self.failures = failures
+        self.error = error
+        self.value = value
+        self.calls: list[float] = []
+
+    async def __call__(self) -> Any:
+        self.calls.append(asyncio.get_running_loop().time())
+        if len(self.calls) <= self.failures:
+            raise self.error
+        return self.value

@@ -28,7 +28,7 @@ import pytest
 import fanflow as ff
 from fanflow.executors._process import RemoteError
 
-from .conftest import running
+from .conftest import left_running, wait_for_pids
 
 HERE = __name__  # "tests.test_process_boundaries": how the worker imports this module
 #: Bounds every fan-out here: the old code hung forever on these.
@@ -191,28 +191,6 @@ asyncio.run(main())
 """
 
 
-def _wait_for_pids(path: Path, count: int, proc: subprocess.Popen[str]) -> list[int]:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        pids = [int(x) for x in path.read_text().split()] if path.exists() else []
-        if len(pids) >= count:
-            return pids
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.02)
-    raise AssertionError(f"only {path.read_text() if path.exists() else ''!r} started")
-
-
-def _left_running(pids: list[int], within: float) -> list[int]:
-    deadline = time.monotonic() + within
-    alive = [p for p in pids if running(p)]
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.05)
-        alive = [p for p in pids if running(p)]
-    for pid in alive:  # never leave them behind for the next test
-        os.kill(pid, signal.SIGKILL)
-    return alive
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL])
 def test_workers_and_their_children_die_with_the_parent(tmp_path: Path, sig: int) -> None:
@@ -226,13 +204,13 @@ def test_workers_and_their_children_die_with_the_parent(tmp_path: Path, sig: int
         stderr=subprocess.PIPE,
         text=True,
     )
-    started = _wait_for_pids(pids, 4, proc)  # two workers, a grandchild each
+    started = wait_for_pids(pids, 4, proc)  # two workers, a grandchild each
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == -sig, err  # it died of the signal, as it would have
     # kill -9: the workers die at once (parent-death signal), their children
     # when the watchdog has stopped the groups (SIGTERM, then SIGKILL).
-    assert _left_running(started, within=5.0) == []
+    assert left_running(started, within=5.0) == []
 
 
 EXITS = """

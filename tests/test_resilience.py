@@ -13,22 +13,7 @@ from hypothesis import strategies as st
 
 import fanflow as ff
 
-
-class Flaky:
-    """Fails the first ``failures`` calls with ``error``, then returns ``value``."""
-
-    def __init__(self, failures: int, error: BaseException, value: Any = "ok") -> None:
-        self.failures = failures
-        self.error = error
-        self.value = value
-        self.calls: list[float] = []
-
-    async def __call__(self) -> Any:
-        self.calls.append(asyncio.get_running_loop().time())
-        if len(self.calls) <= self.failures:
-            raise self.error
-        return self.value
-
+from .conftest import Flaky
 
 # -- Retry -------------------------------------------------------------------
 

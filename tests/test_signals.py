@@ -7,17 +7,15 @@ counts the processes still alive afterwards: zero, every time.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
-from .conftest import running
+from .conftest import left_running, wait_for_pids
 
 pytestmark = pytest.mark.slow
 
@@ -35,29 +33,6 @@ def _fanflow(*args: str, **kwargs: object) -> subprocess.Popen[str]:
         text=True,
         **kwargs,  # type: ignore[call-overload]
     )
-
-
-def _wait_for_pids(path: Path, count: int, proc: subprocess.Popen[str]) -> list[int]:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        lines = path.read_text().split() if path.exists() else []
-        if len(lines) >= count:
-            time.sleep(0.1)  # let the shells reach `wait`
-            return [int(x) for x in path.read_text().split()]
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.02)
-    raise AssertionError(f"only {path.read_text() if path.exists() else ''!r} started")
-
-
-def _left_running(pids: list[int], within: float = 5.0) -> list[int]:
-    deadline = time.monotonic() + within
-    alive = [p for p in pids if running(p)]
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.05)
-        alive = [p for p in pids if running(p)]
-    for pid in alive:  # never leave them behind for the next test
-        os.kill(pid, signal.SIGKILL)
-    return alive
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
@@ -80,14 +55,14 @@ def test_fanflow_map_signal_stops_every_job_and_grandchild(tmp_path: Path, sig: 
         "c",
         "d",
     )
-    started = _wait_for_pids(pids, 9, proc)
+    started = wait_for_pids(pids, 9, proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == EXPECTED_EXIT[sig], err
     assert f"stopped by {signal.Signals(sig).name}" in err
     assert "fanflow map: interrupted: 0 jobs done, 0 failed, the running ones stopped" in err
     assert "Traceback" not in err
-    assert _left_running(started, within=0.5) == []
+    assert left_running(started, within=0.5) == []
     # The joblog has its header, and the journal is a usable SQLite file.
     assert joblog.read_text().startswith("Seq\t")
     import sqlite3
@@ -107,13 +82,13 @@ def test_fanflow_run_signal_stops_every_job_and_grandchild(tmp_path: Path, sig: 
         + "  after:\n    run: 'echo never'\n    needs: [t0]\n"
     )
     proc = _fanflow("run", str(spec))
-    started = _wait_for_pids(pids, 9, proc)
+    started = wait_for_pids(pids, 9, proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == EXPECTED_EXIT[sig], err
     assert "Traceback" not in err
     assert "interrupted: 0 of 4 tasks finished, 3 stopped (t0, t1, t2), 1 never started" in err
-    assert _left_running(started, within=0.5) == []
+    assert left_running(started, within=0.5) == []
 
 
 LIBRARY = """
@@ -141,7 +116,7 @@ def test_library_fan_out_signal_stops_every_job_and_grandchild(tmp_path: Path, s
         stderr=subprocess.PIPE,
         text=True,
     )
-    started = _wait_for_pids(pids, 9, proc)
+    started = wait_for_pids(pids, 9, proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
     if sig == signal.SIGINT:
@@ -149,18 +124,18 @@ def test_library_fan_out_signal_stops_every_job_and_grandchild(tmp_path: Path, s
     else:
         # The program dies of the signal as it would have: same status.
         assert proc.returncode == -sig, err
-    assert _left_running(started, within=0.5) == []
+    assert left_running(started, within=0.5) == []
 
 
 def test_kill_9_of_fanflow_map_the_watchdog_stops_the_jobs(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     proc = _fanflow("map", "-j", "3", JOB.format(pids=pids) + "; true {}", ":::", "a", "b", "c")
-    started = _wait_for_pids(pids, 9, proc)
+    started = wait_for_pids(pids, 9, proc)
     proc.kill()
     proc.communicate(timeout=30)
     # Nothing in fanflow can run after SIGKILL: the watchdog process saw its
     # pipe close and stopped the groups (TERM, then KILL after its grace).
-    assert _left_running(started, within=10.0) == []
+    assert left_running(started, within=10.0) == []
 
 
 def test_timed_out_job_gets_sigterm_before_sigkill(tmp_path: Path) -> None:
