@@ -265,7 +265,11 @@ async def test_ensemble_majority_with_fewer_calls() -> None:
         assert result.value == "42" and result.ok
         assert server.stats["requests"] < 40
         assert result.stopped_early and "exact" in result.reason
-        assert result.usage is not None and result.usage.requests == server.stats["requests"]
+        # Every request the server saw is counted; a sample cancelled while its
+        # request was still connecting may be counted (as wasted) and never arrive.
+        assert result.usage is not None
+        seen, counted = server.stats["requests"], result.usage.requests
+        assert seen <= counted <= seen + sum(m.requests for m in result.usage.wasted.values())
 
 
 async def test_ensemble_over_several_models_and_key_helpers() -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections.abc
 import copy
 import dataclasses
+import itertools
 import pickle
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -209,34 +210,132 @@ def _names(tasks: list[str], limit: int = 4) -> str:
     return shown + (f" and {len(tasks) - limit} more" if len(tasks) > limit else "")
 
 
-def _ancestors(needs: Mapping[str, Sequence[str]]) -> dict[str, set[str]]:
-    """Every task each task transitively needs (the graph has no cycles)."""
-    memo: dict[str, set[str]] = {}
+class _Order:
+    """Whether two tasks are ordered by ``needs``, found only for the pairs asked about.
 
-    def visit(name: str) -> set[str]:
-        if name not in memo:
-            memo[name] = set()
-            found: set[str] = set()
-            for dep in needs.get(name, ()):
-                found.add(dep)
-                found |= visit(dep)
-            memo[name] = found
-        return memo[name]
+    A full transitive closure costs quadratic time and memory on a long chain;
+    the audit only needs reachability between tasks that share something. A
+    topological index bounds each search: a task can only need (transitively)
+    tasks earlier in that order, so a search for ``b`` from ``a`` never goes
+    below ``b``'s index.
+    """
 
-    for name in needs:
-        visit(name)
-    return memo
+    def __init__(self, needs: Mapping[str, Sequence[str]]) -> None:
+        self._needs = needs
+        dependents: dict[str, list[str]] = {}
+        unmet: dict[str, int] = {}
+        for name, deps in needs.items():
+            distinct = set(deps)
+            unmet[name] = len(distinct)
+            for dep in distinct:
+                unmet.setdefault(dep, 0)
+                dependents.setdefault(dep, []).append(name)
+        index: dict[str, int] = {}
+        ready = [name for name, count in unmet.items() if not count]
+        while ready:  # Kahn: needs get smaller indices than their dependents
+            node = ready.pop()
+            index[node] = len(index)
+            for dependent in dependents.get(node, ()):
+                unmet[dependent] -= 1
+                if not unmet[dependent]:
+                    ready.append(dependent)
+        # A cycle (only when audit() is called directly; the engine refuses
+        # them first) leaves tasks without an index: then bound nothing.
+        self._bounded = len(index) == len(unmet)
+        for name in unmet:
+            index.setdefault(name, len(index))
+        self._index = index
+        self._dependents = dependents
+        self._by_index = sorted(index, key=index.__getitem__)
+        # Searches already made: source -> (lowest index searched to, tasks reached).
+        self._reached: dict[str, tuple[int, set[str]]] = {}
+        self.searched = 0  # tasks visited by searches (the tests count the work)
 
+    def _reach(self, source: str, floor: int) -> set[str]:
+        """Everything ``source`` transitively needs, at least down to index ``floor``."""
+        if not self._bounded:
+            floor = -1
+        known = self._reached.get(source)
+        if known is not None and known[0] <= floor:
+            return known[1]
+        index, needs = self._index, self._needs
+        found: set[str] = set()
+        todo = [source]
+        while todo:
+            for dep in needs.get(todo.pop(), ()):
+                if dep not in found and index[dep] >= floor:
+                    found.add(dep)
+                    todo.append(dep)
+        self.searched += len(found) + 1
+        self._reached[source] = (floor, found)
+        return found
 
-def _unordered(names: list[str], before: dict[str, set[str]]) -> list[str]:
-    """The tasks of ``names`` not ordered (by needs) against every other one of them."""
-    if not before:
-        return names
-    return [
-        a
-        for a in names
-        if any(b != a and a not in before.get(b, ()) and b not in before.get(a, ()) for b in names)
-    ]
+    def ordered(self, a: str, b: str) -> bool:
+        """Whether one of ``a`` and ``b`` needs the other, directly or not."""
+        index = self._index
+        ia, ib = index.get(a), index.get(b)
+        if ia is None or ib is None or a == b:
+            return False
+        if not self._bounded:
+            return b in self._reach(a, -1) or a in self._reach(b, -1)
+        # Only the later task (by index) can need the earlier one.
+        later, earlier = (a, b) if ia > ib else (b, a)
+        return earlier in self._reach(later, min(ia, ib))
+
+    def unordered(self, names: list[str]) -> list[str]:
+        """The tasks of ``names`` not ordered (by needs) against every other one of them."""
+        index = self._index
+        if len(names) < 2:
+            return []
+        if self._bounded and all(n in index for n in names):
+            # Ordering is transitive: if each task (in topological order) needs
+            # the one before, all are ordered. Those searches cover disjoint
+            # index ranges, so this common case costs one pass over the graph.
+            line = sorted(names, key=index.__getitem__)
+            if all(self.ordered(a, b) for a, b in itertools.pairwise(line)):
+                return []
+            seen = self._comparable_counts(line)
+            others = len(seen) - 1
+            return [a for a in names if seen[a] < others]
+        return [a for a in names if any(b != a and not self.ordered(a, b) for b in names)]
+
+    def _comparable_counts(self, line: list[str]) -> dict[str, int]:
+        """For each task of ``line`` (in topological order), how many others are ordered with it.
+
+        A search per task would be quadratic on a long chain of writers with
+        one stray. Instead one pass up and one down the index range carry,
+        as bits, which of these tasks are below (above) each task: in a graph
+        without cycles the two sets are disjoint, so a task is ordered against
+        all others exactly when their sizes add up to the others' number.
+        Bits of a task are dropped once all its neighbours in range used them.
+        """
+        index, needs, dependents = self._index, self._needs, self._dependents
+        bit = {name: 1 << i for i, name in enumerate(dict.fromkeys(line))}
+        low, high = index[line[0]], index[line[-1]]
+        span = self._by_index[low : high + 1]
+        seen: dict[str, int] = dict.fromkeys(line, 0)
+        for edges, nodes in ((needs, span), (dependents, span[::-1])):
+            # How many nodes in range will still read each node's bits.
+            readers: dict[str, int] = {}
+            for node in nodes:
+                for other in edges.get(node, ()):
+                    if low <= index[other] <= high:
+                        readers[other] = readers.get(other, 0) + 1
+            carried: dict[str, int] = {}
+            for node in nodes:
+                bits = 0
+                for other in edges.get(node, ()):
+                    if low <= index[other] <= high:
+                        bits |= carried.get(other, 0) | bit.get(other, 0)
+                        readers[other] -= 1
+                        if not readers[other]:
+                            carried.pop(other, None)
+                if node in seen:
+                    seen[node] += bits.bit_count()
+                if bits and readers.get(node):
+                    carried[node] = bits
+                self.searched += 1
+        return seen
 
 
 def audit(tasks: Iterable[Task], needs: Mapping[str, Sequence[str]] | None = None) -> AuditReport:
@@ -251,7 +350,7 @@ def audit(tasks: Iterable[Task], needs: Mapping[str, Sequence[str]] | None = Non
     Raises:
         TypeError: an item of ``tasks`` is not a :class:`Task`.
     """
-    before = _ancestors(needs) if needs else {}
+    order = _Order(needs) if needs else None
     task_list = list(tasks)
     for i, t in enumerate(task_list):
         if not isinstance(t, Task):
@@ -267,7 +366,7 @@ def audit(tasks: Iterable[Task], needs: Mapping[str, Sequence[str]] | None = Non
             for r in t.reads - t.writes:
                 readers.setdefault(r, []).append(t.name)
     for resource, names in writers.items():
-        names = _unordered(names, before) if before else names
+        names = order.unordered(names) if order is not None else names
         if len(names) > 1:
             report.conflicts.append(
                 Conflict(
@@ -282,7 +381,7 @@ def audit(tasks: Iterable[Task], needs: Mapping[str, Sequence[str]] | None = Non
             reading = [
                 r
                 for r in readers[resource]
-                if any(w not in before.get(r, ()) and r not in before.get(w, ()) for w in names)
+                if order is None or any(not order.ordered(w, r) for w in names)
             ]
             if not reading:
                 continue
@@ -297,7 +396,8 @@ def audit(tasks: Iterable[Task], needs: Mapping[str, Sequence[str]] | None = Non
                 )
             )
     for value, uses in _shared_arguments(task_list).values():
-        names = _unordered([name for name, _ in uses], before)
+        names = [name for name, _ in uses]
+        names = order.unordered(names) if order is not None else names
         if len(names) < 2:
             continue
         uses = [u for u in uses if u[0] in names]

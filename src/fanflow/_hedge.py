@@ -30,7 +30,12 @@ class Hedge:
             Counting running attempts matters at a cold start, when only the
             fast attempts have finished: their p95 alone would send hedges
             after ordinary tasks instead of the straggler. No percentile
-            hedge fires before ``min_samples`` attempts have succeeded.
+            hedge fires before ``min_samples`` attempts have succeeded; a
+            fan-out with a hedge budget that ends with fewer successes warns
+            once (``RuntimeWarning``) rather than silently never hedging. An
+            original cancelled because its hedge won counts among the
+            finished attempts by its time so far (a lower bound, as for
+            running ones), so the stragglers stay in the percentile.
         max_extra: at most ``floor(max_extra * number of tasks)`` hedges per
             fan-out (0.1 = 10 % extra attempts). With fewer than
             ``1 / max_extra`` tasks that is none: raise it for small fan-outs.
@@ -104,6 +109,10 @@ class _LatencyWindow:
     def count_at_least(self, value: float) -> int:
         """How many kept latencies are >= ``value``."""
         return len(self._sorted) - bisect.bisect_left(self._sorted, value)
+
+    def value_at(self, index: int) -> float:
+        """The ``index``-th smallest kept latency (0-based)."""
+        return self._sorted[index]
 
     def percentile(self, p: float) -> float:
         """The nearest-rank ``p``-th percentile (0 < p < 100)."""
