@@ -52,11 +52,22 @@ def ray_env(**extra: str) -> dict[str, str]:
     return env
 
 
+_given: set[int] = set()
+
+
 def free_port(ip: str) -> int:
-    """A TCP port nothing listens on at ``ip`` right now."""
-    with socket.socket() as sock:
-        sock.bind((ip, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port nothing listens on at ``ip`` right now, never one given before.
+
+    The kernel may hand the same free port out twice in a row once the
+    probing socket is closed; Ray refuses two components on one port.
+    """
+    while True:
+        with socket.socket() as sock:
+            sock.bind((ip, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _given:
+            _given.add(port)
+            return port
 
 
 def session_pids(sid: int) -> list[int]:

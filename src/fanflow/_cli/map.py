@@ -406,26 +406,14 @@ def _report(
         _emit(output)
         if not result.ok:
             click.echo(f"fanflow map: job {seq}{shown} failed: {result.error}", err=True)
-        if log is not None and result.started_at is not None:
-            log.write(
-                seq,
-                result.started_at,
-                result.duration or 0.0,
-                output.stdout_size,
-                output.exit_code,
-                output.command,
-            )
+        logged = (output.stdout_size, output.exit_code, output.command)
     elif result.error is not None:
         click.echo(f"fanflow map: job {seq}{shown}: {result.error}", err=True)
-        if log is not None and result.started_at is not None:
-            log.write(
-                seq,
-                result.started_at,
-                result.duration or 0.0,
-                0,
-                -9,
-                _expand(template, arg or "", seq),
-            )
+        logged = (0, -9, _expand(template, arg or "", seq))
+    else:
+        return
+    if log is not None and result.started_at is not None:
+        log.write(seq, result.started_at, result.duration or 0.0, *logged)
 
 
 def _mismatch(exc: Any, journal: Path | None) -> str:

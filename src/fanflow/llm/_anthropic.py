@@ -20,7 +20,7 @@ from typing import Any
 from .._exceptions import PermanentError, ServiceError, TransientError
 from ._base import Completion, Message, TokenUsage, _Metered, estimate_tokens, to_messages
 from ._errors import RETRY_AFTER_CEILING, from_status, redact_keys
-from ._sdk import PROVIDER_KEY, SDKChat, _ProviderKey, _tokens
+from ._sdk import PROVIDER_KEY, SDKChat, _ProviderKey, _usage_tokens
 
 __all__ = ["AnthropicChat"]
 
@@ -143,10 +143,9 @@ class AnthropicChat(SDKChat):
         # Nothing is booked until the answer is known to be one.
         data = self._json(status, body, "content")
         text = self._text(status, body, data)
-        usage = data.get("usage")
-        usage = usage if isinstance(usage, Mapping) else {}
-        input_tokens = _tokens("anthropic", "input_tokens", usage.get("input_tokens"))
-        output_tokens = _tokens("anthropic", "output_tokens", usage.get("output_tokens"))
+        input_tokens, output_tokens = _usage_tokens(
+            "anthropic", data, "input_tokens", "output_tokens"
+        )
         latency = meter.done(input_tokens, output_tokens)
         model = data.get("model")
         return Completion(

@@ -24,7 +24,7 @@ from typing import Any
 from .._exceptions import PermanentError, ServiceError, TransientError
 from ._base import Completion, Message, TokenUsage, _Metered, estimate_tokens, to_messages
 from ._errors import RETRY_AFTER_CEILING, from_status, redact_keys
-from ._sdk import PROVIDER_KEY, SDKChat, _ProviderKey, _tokens
+from ._sdk import PROVIDER_KEY, SDKChat, _ProviderKey, _usage_tokens
 
 __all__ = ["OpenAIChat"]
 
@@ -146,10 +146,9 @@ class OpenAIChat(SDKChat):
         # Nothing is booked until the answer is known to be one.
         data = self._json(status, body, "choices")
         text = self._text(status, body, data)
-        usage = data.get("usage")
-        usage = usage if isinstance(usage, Mapping) else {}
-        input_tokens = _tokens("openai", "prompt_tokens", usage.get("prompt_tokens"))
-        output_tokens = _tokens("openai", "completion_tokens", usage.get("completion_tokens"))
+        input_tokens, output_tokens = _usage_tokens(
+            "openai", data, "prompt_tokens", "completion_tokens"
+        )
         latency = meter.done(input_tokens, output_tokens)
         model = data.get("model")
         return Completion(

@@ -48,6 +48,18 @@ _warned: set[tuple[str, str]] = set()
 _MAX_TOKENS = 10**12
 
 
+def _usage_tokens(
+    provider: str, data: Mapping[str, Any], input_field: str, output_field: str
+) -> tuple[int | None, int | None]:
+    """The input and output token counts of a response's ``usage`` (see :func:`_tokens`)."""
+    usage = data.get("usage")
+    usage = usage if isinstance(usage, Mapping) else {}
+    return (
+        _tokens(provider, input_field, usage.get(input_field)),
+        _tokens(provider, output_field, usage.get(output_field)),
+    )
+
+
 def _tokens(provider: str, field: str, value: Any) -> int | None:
     """A token count as reported, or ``None`` when it is not one (warned once per field).
 
