@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import fanflow as ff
-from fanflow import _engine
+from fanflow._core._hedging import HedgeController
 
 
 def _mix(n: int, seed: int, stall: float = 1000.0) -> tuple[list[ff.Task], set[str]]:
@@ -45,21 +45,21 @@ class _Counter:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.decisions = 0
         self.timers = 0
-        due_at = _engine._Driver._head_due_at
-        schedule = _engine._Driver._schedule_head
+        due_at = HedgeController._due_at
+        schedule = HedgeController._schedule_head
 
-        def counted_due_at(driver: Any, attempt: Any) -> float | None:
+        def counted_due_at(hedging: Any, attempt: Any) -> float | None:
             self.decisions += 1
-            return due_at(driver, attempt)
+            return due_at(hedging, attempt)
 
-        def counted_schedule(driver: Any) -> None:
-            before = driver._head_timer
-            schedule(driver)
-            if driver._head_timer is not None and driver._head_timer is not before:
+        def counted_schedule(hedging: Any) -> None:
+            before = hedging._head_timer
+            schedule(hedging)
+            if hedging._head_timer is not None and hedging._head_timer is not before:
                 self.timers += 1
 
-        monkeypatch.setattr(_engine._Driver, "_head_due_at", counted_due_at)
-        monkeypatch.setattr(_engine._Driver, "_schedule_head", counted_schedule)
+        monkeypatch.setattr(HedgeController, "_due_at", counted_due_at)
+        monkeypatch.setattr(HedgeController, "_schedule_head", counted_schedule)
 
 
 @pytest.mark.looptime

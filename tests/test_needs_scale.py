@@ -6,7 +6,7 @@ import pytest
 
 import fanflow as ff
 from fanflow import _audit
-from fanflow._engine import check_graph, run_graph
+from fanflow._core._graph import check_graph
 
 CHAIN = 20_000
 
@@ -25,9 +25,10 @@ async def test_a_long_chain_runs_in_order_without_recursion() -> None:
         async def step() -> None:
             order.append(name)
 
-        return ff.Task(name, step, writes="log")  # ordered writers: no conflict
+        return ff.Task(name, step, writes="log", needs=needs.get(name, ()))
 
-    result = await run_graph([make(n) for n in names], chain_needs(names))
+    needs = chain_needs(names)  # ordered writers: no conflict
+    result = await ff.fan_out([make(n) for n in names])
     assert result.ok
     assert order == names
 
@@ -41,8 +42,9 @@ async def test_a_failure_at_the_head_skips_a_long_chain_without_recursion() -> N
     async def step() -> None:
         return None
 
-    tasks = [ff.Task(names[0], fail), *(ff.Task(n, step) for n in names[1:])]
-    result = await run_graph(tasks, chain_needs(names), raise_on_failure=False)
+    needs = chain_needs(names)
+    tasks = [ff.Task(names[0], fail), *(ff.Task(n, step, needs=needs[n]) for n in names[1:])]
+    result = await ff.fan_out(tasks, raise_on_failure=False)
     by_name = {r.name: r for r in result.results}
     assert by_name["t0"].status is ff.Status.ERROR
     assert all(by_name[n].status is ff.Status.SKIPPED for n in names[1:])
@@ -56,9 +58,9 @@ async def test_a_cycle_of_two_is_spelled_out() -> None:
     async def step() -> None:
         return None
 
-    tasks = [ff.Task("a", step), ff.Task("b", step)]
+    tasks = [ff.Task("a", step, needs="b"), ff.Task("b", step, needs="a")]
     with pytest.raises(ValueError, match=r"^the needs form a cycle: a -> b -> a$"):
-        await run_graph(tasks, {"a": ["b"], "b": ["a"]})
+        await ff.fan_out(tasks)
 
 
 def test_a_cycle_of_ten_thousand_is_spelled_out() -> None:

@@ -13,7 +13,6 @@ from click.testing import CliRunner
 
 import fanflow as ff
 from fanflow._cli import main
-from fanflow._engine import run_graph
 from fanflow._plan import Plan, Subtask, _check
 from fanflow._template import Template, TemplateError, quoted_placeholders
 from fanflow._workflow import WorkflowError, build, load
@@ -46,7 +45,7 @@ def workflow(tmp_path: Path, text: str, module: str = "") -> tuple[Path, str]:
 
 async def run(path: Path) -> ff.FanInResult:
     plan = build(load(path))
-    return await run_graph(plan.tasks, plan.needs, raise_on_failure=False, **plan.options)
+    return await ff.fan_out(plan.tasks, raise_on_failure=False, **plan.options)
 
 
 RECEIVER = """\

@@ -16,7 +16,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fanflow as ff
-from fanflow._engine import UPSTREAM, run_graph
 from fanflow._workflow import WorkflowError, build, load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -282,8 +281,11 @@ async def test_a_slow_independent_branch_overlaps_the_dependent_chain() -> None:
         await asyncio.sleep(delay)
         return "done"
 
+    needs = {"b": ["a"], "c": ["b"]}
+
     def task(name: str, delay: float) -> ff.Task:
-        return ff.Task(name, step, kwargs={"upstream": UPSTREAM, "delay": delay})
+        refs = {need: ff.Ref(need) for need in needs.get(name, [])}
+        return ff.Task(name, step, kwargs={"upstream": refs, "delay": delay})
 
     def record(event: ff.Event) -> None:
         if isinstance(event, ff.TaskStarted):
@@ -292,7 +294,7 @@ async def test_a_slow_independent_branch_overlaps_the_dependent_chain() -> None:
             events.append(("end", event.result.name))
 
     tasks = [task("a", 0.01), task("b", 0.01), task("c", 0.01), task("slow", 0.3)]
-    result = await run_graph(tasks, {"b": ["a"], "c": ["b"]}, on_event=record)
+    result = await ff.fan_out(tasks, on_event=record)
     assert result.ok
     # The chain a -> b -> c runs to its end while the slow branch is still going.
     assert events.index(("end", "c")) < events.index(("end", "slow"))
@@ -305,13 +307,13 @@ async def test_dependents_get_their_needs_results() -> None:
         return 20
 
     async def second(upstream: Any) -> int:
-        return upstream["first"].value + 1
+        return upstream["first"] + 1
 
     tasks = [
-        ff.Task("first", first, kwargs={"upstream": UPSTREAM}),
-        ff.Task("second", second, kwargs={"upstream": UPSTREAM}),
+        ff.Task("first", first, kwargs={"upstream": {}}),
+        ff.Task("second", second, kwargs={"upstream": {"first": ff.Ref("first")}}),
     ]
-    result = await run_graph(tasks, {"second": ["first"]})
+    result = await ff.fan_out(tasks)
     assert result.value == {"first": 20, "second": 21}
 
 
@@ -611,5 +613,15 @@ async def test_examples_run_from_any_folder(tmp_path: Path) -> None:
     assert re.search(r"ok: all 4 tasks ok", out.stdout)
     plan = build(load(ROOT / "examples" / "research.yaml"))
     notes = next(t for t in plan.tasks if t.name == "local-notes")
-    result = await run_graph([notes], {})
+    result = await ff.fan_out([notes])
     assert "caffeine" in result.value["local-notes"].lower()
+
+
+def test_an_empty_resource_name_is_a_workflow_error_not_a_traceback(tmp_path: Path) -> None:
+    # Found by the workflow fuzzer: writes: [''] reached ff.Task and raised TypeError.
+    path = tmp_path / "wf.yaml"
+    path.write_text(
+        "name: x\ntasks:\n  a:\n    run: echo hi\n  b:\n    run: echo b\n    writes: ['']\n"
+    )
+    with pytest.raises(WorkflowError, match=r"wf.yaml:7: tasks.b.writes: .*non-empty strings"):
+        build(load(path))

@@ -19,15 +19,15 @@ from ._aggregate import Merged as Merged
 from ._aggregate import Synthesis as Synthesis
 from ._aggregate import merge as merge
 from ._aggregate import synthesize as synthesize
+from ._api import as_completed as as_completed
+from ._api import fan_out as fan_out
+from ._api import run as run
 from ._audit import AuditReport as AuditReport
 from ._audit import Conflict as Conflict
 from ._audit import HiddenDependencyError as HiddenDependencyError
 from ._audit import HiddenDependencyWarning as HiddenDependencyWarning
 from ._audit import Mutation as Mutation
 from ._audit import audit as audit
-from ._engine import as_completed as as_completed
-from ._engine import fan_out as fan_out
-from ._engine import run as run
 from ._ensemble import ensemble as ensemble
 from ._events import Event as Event
 from ._events import FanOutFinished as FanOutFinished
@@ -62,6 +62,7 @@ from ._strategies import BestEffort as BestEffort
 from ._strategies import FirstN as FirstN
 from ._strategies import Strategy as Strategy
 from ._strategies import Verdict as Verdict
+from ._task import Ref as Ref
 from ._task import Task as Task
 from ._task import TaskFunction as TaskFunction
 from ._task import task as task
@@ -122,6 +123,7 @@ __all__ = [
     "PlanError",
     "RateLimit",
     "RateLimited",
+    "Ref",
     "Retry",
     "run",
     "ServiceError",

@@ -19,6 +19,7 @@ from ._jsonable import to_jsonable
 from ._result import FanInResult, TaskResult, confidence_level
 from ._retry import Retry
 from ._types import Status
+from ._validate import check_choice, check_instance, check_number
 
 if TYPE_CHECKING:
     from .llm import LLM
@@ -189,10 +190,9 @@ SYNTHESIS_TIMEOUT = 120.0
 def _synthesis_timeout(timeout: float | None) -> float | None:
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        raise TypeError(f"synthesize(timeout=...) must be a number of seconds; got {timeout!r}")
-    if math.isnan(timeout) or timeout <= 0:
-        raise ValueError(f"synthesize(timeout=...) must be > 0; got {timeout!r}")
+    check_number(
+        timeout, "synthesize(timeout=...)", above=0, allow_inf=True, what="a number of seconds"
+    )
     return None if math.isinf(timeout) else float(timeout)
 
 
@@ -232,13 +232,19 @@ async def synthesize(
     Raises:
         ValueError: the template uses an unknown placeholder, or a bad
             ``timeout``.
-        TypeError: ``retry`` is not a :class:`Retry`, or a bad ``timeout``.
+        TypeError: an argument of the wrong type (``result`` not a
+            :class:`FanInResult`, ``llm`` without ``complete``, ``retry`` not a
+            :class:`Retry`, ``timeout`` not a number...).
         ServiceError: from the model call, once the retries are spent.
         TimeoutError: the last attempt took longer than ``timeout``.
     """
+    check_instance(result, "synthesize(result=...)", FanInResult, "a fanflow.FanInResult")
+    if not callable(getattr(llm, "complete", None)):
+        raise TypeError(f"synthesize(llm=...) must be a model (with .complete); got {llm!r}")
+    check_instance(conflict_strategy, "synthesize(conflict_strategy=...)", str, "a string")
+    check_instance(template, "synthesize(template=...)", str, "a string")
     policy = Retry(attempts=3) if retry is None else retry
-    if not isinstance(policy, Retry):
-        raise TypeError(f"synthesize(retry=...) must be a fanflow.Retry; got {retry!r}")
+    check_instance(policy, "synthesize(retry=...)", Retry, "a fanflow.Retry or None")
     limit = _synthesis_timeout(timeout)
     prompt = build_prompt(result, conflict_strategy, template)
     attempt = 0
@@ -330,15 +336,23 @@ def merge(
     candidates. The gaps are the failed tasks; confidence is the coverage.
 
     Raises:
-        TypeError: a successful task's value is not a mapping (names the task).
+        TypeError: a successful task's value is not a mapping (names the task);
+            ``conflict`` neither a string nor a callable; ``priority`` not a
+            list of names.
         ValueError: an unknown rule, or ``"priority"`` without ``priority``.
     """
-    if not callable(conflict) and conflict not in ("vote", "first", "priority"):
-        raise ValueError(
-            f"conflict must be 'vote', 'first', 'priority' or a callable; got {conflict!r}"
-        )
+    check_instance(result, "merge(result=...)", FanInResult, "a fanflow.FanInResult")
+    check_choice(conflict, "merge(conflict=...)", ("vote", "first", "priority"), or_callable=True)
+    if priority is not None and (
+        isinstance(priority, str)
+        or not isinstance(priority, Sequence)
+        or not all(isinstance(name, str) for name in priority)
+    ):
+        raise TypeError(f"merge(priority=...) must be a list of task names; got {priority!r}")
     if conflict == "priority" and not priority:
-        raise ValueError("conflict='priority' needs priority=[task names, most trusted first]")
+        raise ValueError(
+            "merge(conflict='priority') needs priority=[task names, most trusted first]"
+        )
     ok: list[TaskResult] = [r for r in result.results if r.ok]
     for r in ok:
         if not isinstance(r.value, Mapping):

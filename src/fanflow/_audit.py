@@ -27,8 +27,9 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
-from ._exceptions import FanOutError
+from ._exceptions import HiddenDependencyError, HiddenDependencyWarning
 from ._task import Task
+from ._validate import check_choice
 
 __all__ = [
     "AuditReport",
@@ -50,22 +51,6 @@ _FIX = (
     "(a later stage needs the earlier one); if the sharing is intended and safe, "
     "pass audit='warn' or audit='off'."
 )
-
-
-class HiddenDependencyError(FanOutError):
-    """Raised before any task starts when the audit finds a hidden dependency.
-
-    Attributes:
-        report: the :class:`AuditReport` with every conflict found.
-    """
-
-    def __init__(self, message: str, report: AuditReport) -> None:
-        super().__init__(message)
-        self.report = report
-
-
-class HiddenDependencyWarning(UserWarning):
-    """Issued for audit findings under ``audit="warn"``, and for mutations seen by ``"strict"``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -421,12 +406,12 @@ def check_before_run(
     """Run the audit for ``fan_out(audit=mode)``: raise, warn, or return the report.
 
     Raises:
+        TypeError: a mode that is not a string.
         ValueError: an unknown mode.
         HiddenDependencyError: conflicts under ``"error"`` (and resource
             conflicts under ``"strict"``, which watches shared arguments instead).
     """
-    if mode not in _MODES:
-        raise ValueError(f"audit must be one of {', '.join(map(repr, _MODES))}; got {mode!r}")
+    check_choice(mode, "audit", _MODES)
     if mode == "off":
         return None
     report = audit(tasks, needs)

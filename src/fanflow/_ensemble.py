@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._engine import fan_out
+from ._api import fan_out
 from ._limits import AdaptiveConcurrency, RateLimit
 from ._result import FanInResult
 from ._retry import Retry
+from ._validate import check_number
 from ._vote import BetaStop, Vote
 
 if TYPE_CHECKING:
@@ -66,11 +67,22 @@ async def ensemble(
     """
     from .llm import from_uri, prompt_task
 
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples must be an int >= 1; got {samples!r}")
-    items: list[Any] = [llms] if isinstance(llms, str) or hasattr(llms, "complete") else list(llms)
+    check_number(samples, "ensemble(samples=...)", minimum=1, integer=True)
+    if isinstance(llms, str) or hasattr(llms, "complete"):
+        items: list[Any] = [llms]
+    elif isinstance(llms, Iterable):
+        items = list(llms)
+    else:
+        raise TypeError(
+            f"ensemble(llms=...) must be a model, a model URI or a list of them; got {llms!r}"
+        )
     if not items:
-        raise ValueError("ensemble needs at least one model")
+        raise ValueError("ensemble(llms=...) needs at least one model; got none")
+    for item in items:
+        if not (isinstance(item, str) or hasattr(item, "complete")):
+            raise TypeError(
+                f"ensemble(llms=...) must hold models (with .complete) or model URIs; got {item!r}"
+            )
     models: list[LLM] = [from_uri(m) if isinstance(m, str) else m for m in items]
     owned = [m for m, item in zip(models, items, strict=True) if isinstance(item, str)]
     names = [getattr(m, "name", type(m).__name__) for m in models]

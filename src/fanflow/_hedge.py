@@ -13,6 +13,8 @@ import math
 import re
 from collections import deque
 
+from ._validate import check_number
+
 __all__ = ["Hedge"]
 
 _PERCENTILE = re.compile(r"^p(\d{1,2}(?:\.\d+)?)$")
@@ -68,12 +70,8 @@ class Hedge:
             raise ValueError(f"Hedge(after=...) must be > 0 seconds; got {after!r}")
         else:
             self.after = float(after)
-        if isinstance(max_extra, bool) or not isinstance(max_extra, int | float):
-            raise TypeError(f"Hedge(max_extra=...) must be a number; got {max_extra!r}")
-        if not 0 <= max_extra <= 1:
-            raise ValueError(f"Hedge(max_extra=...) must be in [0, 1]; got {max_extra!r}")
-        if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 1:
-            raise ValueError(f"Hedge(min_samples=...) must be an int >= 1; got {min_samples!r}")
+        check_number(max_extra, "Hedge(max_extra=...)", minimum=0, maximum=1)
+        check_number(min_samples, "Hedge(min_samples=...)", minimum=1, integer=True)
         self.max_extra = float(max_extra)
         self.min_samples = min_samples
         self._spec = after

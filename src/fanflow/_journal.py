@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._exceptions import FanOutError
+from ._exceptions import JournalError, JournalMismatchError
 from ._result import TaskResult
 from ._types import Status
 
@@ -54,30 +54,6 @@ CREATE TABLE IF NOT EXISTS items (
 # Items longer than this are fingerprinted by a digest (and a prefix, to name
 # them in errors) rather than stored whole.
 _INPUT_MAX = 1024
-
-
-class JournalError(FanOutError):
-    """A journal that cannot be used: another job's, unreadable, or a value it cannot store."""
-
-
-class JournalMismatchError(JournalError):
-    """The item at a recorded position is not the item the journal recorded there.
-
-    Attributes:
-        index: the position (0-based).
-        recorded: the item the journal recorded there (as far as it was kept).
-        given: the item now at that position.
-    """
-
-    def __init__(self, path: Path, index: int, recorded: Any, given: Any) -> None:
-        super().__init__(
-            f"{path}: item {index} is {given!r}, but the journal recorded {recorded!r} at "
-            "that position: the input changed. Nothing was skipped or overwritten; rerun "
-            "with the original input, or use another journal file"
-        )
-        self.index = index
-        self.recorded = recorded
-        self.given = given
 
 
 def fingerprint(item: Any) -> bytes:

@@ -5,17 +5,15 @@ from __future__ import annotations
 import math
 import threading
 
+from ._validate import check_number
+
 __all__ = ["AdaptiveConcurrency", "RateLimit"]
 
 
 def _rate(value: float | None, what: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"RateLimit({what}=...) must be a number; got {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"RateLimit({what}=...) must be > 0; got {value!r}")
-    return float(value)
+    return float(check_number(value, f"RateLimit({what}=...)", above=0))
 
 
 class _Gcra:
@@ -105,10 +103,9 @@ class RateLimit:
             if rate is not None:
                 self._requests.append(_Gcra(rate, burst if burst is not None else max(1.0, rate)))
         self._tokens = _Gcra(tpm / 60.0, max(1.0, tpm / 60.0)) if tpm else None
-        pause_cap = _rate(max_pause, "max_pause")
-        if pause_cap is None:
-            raise ValueError("RateLimit(max_pause=...) must be > 0; got None")
-        self.max_pause: float = pause_cap
+        self.max_pause = float(
+            check_number(max_pause, "RateLimit(max_pause=...)", above=0, what="a number of seconds")
+        )
         self._paused_until = -math.inf
         self._lock = threading.Lock()
         self.started = 0
@@ -185,18 +182,12 @@ class AdaptiveConcurrency:
         self, initial: int = 8, min: int = 1, max: int = 256, *, decrease: float = 0.5
     ) -> None:
         for name, value in (("initial", initial), ("min", min), ("max", max)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"AdaptiveConcurrency({name}=...) must be an int >= 1; got {value!r}"
-                )
+            check_number(value, f"AdaptiveConcurrency({name}=...)", minimum=1, integer=True)
         if not min <= initial <= max:
             raise ValueError(
                 f"AdaptiveConcurrency needs min <= initial <= max; got {min}, {initial}, {max}"
             )
-        if not 0 < decrease < 1:
-            raise ValueError(
-                f"AdaptiveConcurrency(decrease=...) must be in (0, 1); got {decrease!r}"
-            )
+        check_number(decrease, "AdaptiveConcurrency(decrease=...)", above=0, below=1)
         self.min = min
         self.max = max
         self.decrease = decrease

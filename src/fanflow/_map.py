@@ -9,14 +9,17 @@ the same way.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._engine import EventHandler, _Driver, _Options
+from ._core._driver import Driver
+from ._core._sources import AsyncSource, IterSource, Ordered, Sink, Stream
 from ._journal import Journal
 from ._limits import AdaptiveConcurrency, RateLimit
+from ._options import DEFAULT_CONCURRENCY, EventHandler, ExecutorSpec, resolve
 from ._result import TaskResult
 from ._retry import Retry
 from ._strategies import Strategy, Verdict
@@ -32,128 +35,51 @@ class _Stream(Strategy):
         return Verdict(True, None, 1.0)
 
 
-class _StreamDriver(_Driver):
-    """The engine fed by a lazy source of tasks (or of replayed results)."""
+class _JournalSink(Sink):
+    """Results reach the consumer only once their journal record is committed.
 
-    def __init__(
-        self,
-        source: Iterable[Task | TaskResult] | AsyncIterable[Task | TaskResult],
-        options: _Options,
-        *,
-        ordered: bool,
-        buffer: int,
-        journal: Journal | None,
-    ) -> None:
-        self.tasks = []
-        self.opts = options
-        self.strategy = _Stream()
-        self.strategy.start([])
-        self.audit = None
-        self._watch = None
-        self._async_cache = {}
-        self.states = []
-        self._init_runtime(options, [])
-        self._source_open = True
-        self._sync_source: Iterator[Task | TaskResult] | None = None
-        if isinstance(source, AsyncIterable):
-            self._async_source = aiter(source)
-        else:
-            self._sync_source = iter(source)
-        self._ordered = ordered
-        self._buffer = buffer
+    One transaction per loop turn, for everything settled in it; then the
+    results go on to the ordered or unordered output.
+    """
+
+    def __init__(self, journal: Journal, then: Sink) -> None:
+        super().__init__()
         self._journal = journal
-        self._pulled = 0
-        self._next_index = 0
-        self._reorder: dict[int, TaskResult] = {}
+        self._then = then
+        self.out = then.out
         self._hold: list[TaskResult] = []
         self._commit_pending = False
+        self.driver: Driver | None = None
 
-    def _window(self) -> float:
-        # Items taken from the source but not yet taken by the consumer:
-        # running, waiting to retry, held for the journal, waiting for an
-        # earlier item (ordered), or queued for the consumer.
-        return self._cap() + self._buffer
-
-    def _room(self) -> bool:
-        return (
-            self._source_open
-            and not self._stopping
-            and len(self._running) < self._cap()
-            and self._pulled - self._taken < self._window()
-        )
-
-    def _pull(self, now: float) -> bool:
-        if self._sync_source is None or not self._room():
-            return False
-        try:
-            item = next(self._sync_source)
-        except StopIteration:
-            self._source_open = False
-            return False
-        self._accept(item, now)
-        return True
-
-    async def _pull_async(self) -> None:
-        assert self._async_source is not None
-        try:
-            item = await anext(self._async_source)
-        except StopAsyncIteration:
-            self._source_open = False
-            self._async_source = None
-            return
-        self._accept(item, self._loop.time())
-
-    def _accept(self, item: Task | TaskResult, now: float) -> None:
-        index = self._pulled
-        self._pulled += 1
-        if isinstance(item, TaskResult):  # replayed from the journal
-            item.index = index
-            self._release(item)
-            return
-        self._unsettled += 1
-        self._launch(self._make_state(item, index), now, False)
-
-    def _output(self, result: TaskResult) -> None:
-        if self._journal is None:
-            self._release(result)
-            return
+    def deliver(self, result: TaskResult) -> None:
         self._hold.append(result)
         if not self._commit_pending:
-            # One transaction per loop turn, for everything settled in it.
             self._commit_pending = True
-            self._loop.call_soon(self._guard, self._commit)
+            assert self.driver is not None
+            # Through the driver's guard: a value that cannot be stored is
+            # the fan-out's error, raised where the consumer awaits.
+            asyncio.get_running_loop().call_soon(self.driver._guard, self._commit)
+
+    def replay(self, result: TaskResult) -> None:
+        self._then.deliver(result)
 
     def _commit(self) -> None:
         self._commit_pending = False
         batch, self._hold = self._hold, []
-        if batch and self._journal is not None:
+        if batch:
             self._journal.write(batch)
             for result in batch:
-                self._release(result)
+                self._then.deliver(result)
 
-    def _release(self, result: TaskResult) -> None:
-        if not self._ordered:
-            self._out.append(result)
-            return
-        assert result.index is not None
-        self._reorder[result.index] = result
-        while self._next_index in self._reorder:
-            self._out.append(self._reorder.pop(self._next_index))
-            self._next_index += 1
+    def drained(self) -> bool:
+        return not self._hold and not self._commit_pending and self._then.drained()
 
-    def _drained(self) -> bool:
-        return not self._hold and not self._reorder and not self._commit_pending
-
-    def _conclude(self) -> None:
-        return None
-
-    async def _shutdown(self) -> None:
+    def close(self, failed: bool) -> None:
         # Results settled but not yet committed are recorded before leaving:
         # they finished, and a rerun must not do them again.
-        if self._hold and self._journal is not None and self._error is None:
+        if self._hold and not failed:
             batch, self._hold = self._hold, []
             self._journal.write(batch)
-        await super()._shutdown()
 
 
 def _key_text(value: Any) -> str:
@@ -236,7 +162,7 @@ class fan_map(AsyncIterator[TaskResult]):
         fn: Callable[[Any], Any],
         items: Iterable[Any] | AsyncIterable[Any],
         *,
-        max_concurrency: int | AdaptiveConcurrency = 64,
+        max_concurrency: int | AdaptiveConcurrency = DEFAULT_CONCURRENCY,
         timeout: float | None = None,
         retry: Retry | None = None,
         rate_limit: RateLimit | None = None,
@@ -246,7 +172,7 @@ class fan_map(AsyncIterator[TaskResult]):
         key: Callable[[Any], Any] | None = None,
         name: Callable[[Any], str] | None = None,
         serialize: Callable[[Any], Any] | None = None,
-        executor: Any = "async",
+        executor: ExecutorSpec = "async",
         on_event: EventHandler | None = None,
     ) -> None:
         if not callable(fn):
@@ -257,21 +183,20 @@ class fan_map(AsyncIterator[TaskResult]):
             raise TypeError(f"key must be callable; got {key!r}")
         if name is not None and not callable(name):
             raise TypeError(f"name must be callable; got {name!r}")
-        options = _Options(
-            strategy=_Stream(),
-            max_concurrency=max_concurrency,
-            timeout=timeout,
-            deadline=None,
-            retry=retry,
-            hedge=None,
-            rate_limit=rate_limit,
-            executor=executor,
-            on_event=on_event,
-            raise_on_failure=False,
-            audit="off",
+        resolved = resolve(
+            "fan_map",
+            {
+                "max_concurrency": max_concurrency,
+                "timeout": timeout,
+                "retry": retry,
+                "rate_limit": rate_limit,
+                "executor": executor,
+                "on_event": on_event,
+            },
         )
+        settings = resolved.settings
         if buffer is None:
-            buffer = max_concurrency if isinstance(max_concurrency, int) else 64
+            buffer = max_concurrency if isinstance(max_concurrency, int) else DEFAULT_CONCURRENCY
         if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
             raise ValueError(f"buffer must be an int >= 1; got {buffer!r}")
         self._owns_journal = not isinstance(journal, Journal) and journal is not None
@@ -287,10 +212,25 @@ class fan_map(AsyncIterator[TaskResult]):
             except BaseException:
                 self._close_journal()
                 raise
-        source = self._source(fn, items, key, name)
-        self._driver = _StreamDriver(
-            source, options, ordered=bool(ordered), buffer=buffer, journal=self.journal
-        )
+        tasks = self._source(fn, items, key, name)
+        # Items taken but not yet taken by the consumer: running, waiting to
+        # retry, held for the journal, waiting for an earlier item (ordered),
+        # or queued for the consumer.
+        window = settings.limit + buffer
+        if settings.executor.workers is not None:
+            window = min(settings.limit, settings.executor.workers) + buffer
+        source: IterSource | AsyncSource
+        if isinstance(tasks, AsyncIterator):
+            source = AsyncSource(tasks, window)
+        else:
+            assert isinstance(tasks, Iterable)
+            source = IterSource(iter(tasks), window)
+        sink: Sink = Ordered() if ordered else Stream()
+        if self.journal is not None:
+            sink = _JournalSink(self.journal, sink)
+        self._driver = Driver(settings, source, sink, _Stream())
+        if isinstance(sink, _JournalSink):
+            sink.driver = self._driver
         self._stream = self._driver.stream()
 
     def _source(

@@ -15,14 +15,16 @@ import inspect
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Unpack
 
 from ._aggregate import Synthesis, synthesize
+from ._api import fan_out
 from ._audit import audit
-from ._engine import UPSTREAM, check_graph, run_graph
-from ._exceptions import FanOutError
-from ._result import FanInResult, TaskResult
-from ._task import Task
+from ._core._graph import check_graph
+from ._exceptions import PlanError
+from ._options import FanOutOptions
+from ._result import FanInResult
+from ._task import Ref, Task
 from ._threads import TaskExit, run_sync
 
 if TYPE_CHECKING:
@@ -47,23 +49,9 @@ def _template(text: str, mode: Literal["prompt", "value"]) -> Template:
     return Template(text, mode, roots=("tasks",), titles=_TITLES, dashed=_DASHED.findall(text))
 
 
-def _render(template: Template, upstream: Mapping[str, TaskResult]) -> Any:
+def _render(template: Template, upstream: Mapping[str, Any]) -> Any:
     """``template`` filled with the values of the subtasks it uses (all of them needs)."""
-    return template.render(tasks={name: upstream[name].value for name in template.tasks()})
-
-
-class PlanError(FanOutError):
-    """The model's plan could not be used, even after a repair round.
-
-    Attributes:
-        problems: what is wrong, one message each.
-        text: the model's last answer.
-    """
-
-    def __init__(self, problems: list[str], text: str) -> None:
-        super().__init__("the plan is not usable: " + "; ".join(problems))
-        self.problems = problems
-        self.text = text
+    return template.render(tasks={name: upstream[name] for name in template.tasks()})
 
 
 @functools.cache
@@ -273,7 +261,9 @@ class Plan:
             Task(
                 s.name,
                 self._runner(s),
-                kwargs={"upstream": UPSTREAM},
+                # Each need's value, filled in when the subtask starts (ff.Ref).
+                kwargs={"upstream": {need: Ref(need) for need in s.needs}},
+                needs=s.needs,
                 reads=s.reads,
                 writes=s.writes,
             )
@@ -286,7 +276,7 @@ class Plan:
 
         from ._template import is_template
 
-        async def run(upstream: Mapping[str, TaskResult]) -> Any:
+        async def run(upstream: Mapping[str, Any]) -> Any:
             if sub.tool is not None:
                 # "{{ tasks.a.value }}" alone keeps the value's type; mixed text is a string.
                 args = {
@@ -310,15 +300,21 @@ class Plan:
         run.__qualname__ = run.__name__ = sub.name
         return run
 
-    async def run(self, **options: Any) -> FanInResult:
+    async def run(self, **options: Unpack[FanOutOptions]) -> FanInResult:
         """Run the plan: ready subtasks in parallel, each as soon as its needs are ok.
 
-        A subtask whose need failed is skipped with the reason. Options are
-        those of :func:`fan_out`; ``raise_on_failure`` defaults to ``False``.
+        A subtask whose need failed is skipped with the reason.
+
+        Args:
+            **options: the options of :func:`fan_out`, with the same defaults
+                (``raise_on_failure=True`` included: a plan whose strategy
+                fails raises :class:`StrategyFailed`).
+
+        Raises:
+            StrategyFailed: as for :func:`fan_out`.
         """
-        options.setdefault("raise_on_failure", False)
-        tasks, needs = self.tasks()
-        return await run_graph(tasks, needs, **options)
+        tasks, _ = self.tasks()
+        return await fan_out(tasks, **options)
 
 
 async def plan(
@@ -383,12 +379,19 @@ async def ask(
     tools: Sequence[Callable[..., Any]] | Mapping[str, Callable[..., Any]] | None = None,
     conflict_strategy: str = "majority agreement between sources, noting any disagreement",
     max_tasks: int = 8,
-    **options: Any,
+    **options: Unpack[FanOutOptions],
 ) -> Synthesis:
     """Plan ``goal``, run the plan, and synthesize the results with their gaps.
 
+    Args:
+        goal, llm, tools, max_tasks: as for :func:`plan`.
+        conflict_strategy: as for :func:`synthesize`.
+        **options: the options of :func:`fan_out` for running the plan.
+
     Raises:
         PlanError: as :func:`plan`.
+        StrategyFailed: the plan's run failed its strategy (by default: no
+            subtask succeeded) and ``raise_on_failure`` is true.
     """
     the_plan = await plan(goal, llm, tools=tools, max_tasks=max_tasks)
     result = await the_plan.run(**options)

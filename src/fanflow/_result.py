@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._exceptions import StrategyFailed
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ._audit import AuditReport
     from ._usage import Usage
 
-__all__ = ["AttemptRecord", "FanInResult", "TaskResult", "confidence_level"]
+__all__ = ["AttemptRecord", "FanInResult", "TaskResult", "confidence_level", "coverage"]
 
 
 @dataclasses.dataclass(slots=True)
@@ -128,6 +128,33 @@ def confidence_level(confidence: float) -> str:
     return "low"
 
 
+def coverage(results: Sequence[TaskResult], weights: Mapping[str, float]) -> float:
+    """The share of the work that succeeded: succeeded weight / total weight, 0..1.
+
+    The one coverage rule, used by :attr:`FanInResult.coverage` and by the
+    strategies whose confidence is coverage.
+
+    Args:
+        results: one :class:`TaskResult` per task (each counted once, even
+            if two share a name).
+        weights: task name to weight (``Task.weight``). A task missing from
+            it weighs 1.0, the default weight of a task.
+
+    Returns:
+        ``sum(weight of ok tasks) / sum(weight of all tasks)``. When the
+        total weight is 0 (every task weighs 0), every task counts as 1:
+        the share of tasks that succeeded, so a fan-out of weightless tasks
+        is 0.0 only if nothing succeeded. No results at all is 0.0.
+    """
+    if not results:
+        return 0.0
+    each = [float(weights.get(r.name, 1.0)) for r in results]
+    total = sum(each)
+    if total <= 0:
+        return sum(r.ok for r in results) / len(results)
+    return sum(w for w, r in zip(each, results, strict=True) if r.ok) / total
+
+
 @dataclasses.dataclass(frozen=True)
 class FanInResult:
     """The outcome of a whole fan-out, as judged by its strategy.
@@ -194,11 +221,8 @@ class FanInResult:
 
     @property
     def coverage(self) -> float:
-        """Succeeded weight / total weight, 0..1 (by count if every weight is 0)."""
-        total = sum(self._weights.get(r.name, 1.0) for r in self.results)
-        if total <= 0:
-            return len(self.succeeded) / len(self.results) if self.results else 0.0
-        return sum(self._weights.get(r.name, 1.0) for r in self.results if r.ok) / total
+        """Succeeded weight / total weight, 0..1: see :func:`coverage`."""
+        return coverage(self.results, self._weights)
 
     @property
     def confidence_level(self) -> str:

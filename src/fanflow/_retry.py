@@ -14,6 +14,7 @@ import random
 from collections.abc import Callable
 
 from ._exceptions import PermanentError
+from ._validate import check_number
 
 __all__ = ["Retry"]
 
@@ -33,12 +34,8 @@ def server_wait(error: BaseException | None) -> float | None:
     return float(value)
 
 
-def _positive(value: float, what: str, allow_zero: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{what} must be a number; got {value!r}")
-    if math.isnan(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{what} must be {'>= 0' if allow_zero else '> 0'}; got {value!r}")
-    return float(value)
+def _positive(value: float, what: str) -> float:
+    return float(check_number(value, what, minimum=0, allow_inf=True, what="a number of seconds"))
 
 
 class Retry:
@@ -78,11 +75,7 @@ class Retry:
         on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
         retry_timeouts: bool = True,
     ) -> None:
-        if isinstance(attempts, bool) or not isinstance(attempts, int):
-            raise TypeError(f"Retry(attempts=...) must be an int; got {attempts!r}")
-        if attempts < 1:
-            raise ValueError(f"Retry(attempts=...) must be >= 1; got {attempts!r}")
-        self.attempts = attempts
+        self.attempts: int = check_number(attempts, "Retry(attempts=...)", minimum=1, integer=True)
         self.backoff = _positive(backoff, "Retry(backoff=...)")
         self.max_backoff = _positive(max_backoff, "Retry(max_backoff=...)")
         self.jitter = bool(jitter)

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from . import _signals
+from ._exceptions import ShellError, ShellTimeoutError
 
 __all__ = ["SPILL_AT", "ShellError", "ShellOutput", "ShellTimeoutError", "run_shell"]
 
@@ -149,33 +150,6 @@ class ShellOutput:
         """Free the output (its temporary files); the streams are empty afterwards."""
         self._out.close()
         self._err.close()
-
-
-class ShellError(Exception):
-    """A command exited with a non-zero status (or was killed by a signal).
-
-    Attributes:
-        output: the :class:`ShellOutput`, with what the command printed.
-    """
-
-    def __init__(self, output: ShellOutput) -> None:
-        code = output.exit_code
-        why = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
-        super().__init__(f"command {why}: {output.command}")
-        self.output = output
-
-
-class ShellTimeoutError(TimeoutError):
-    """A command ran out of time; its process group was stopped.
-
-    Attributes:
-        output: a :class:`ShellOutput` with what it printed until then
-            (``exit_code`` is -9, "killed", whichever signal ended it).
-    """
-
-    def __init__(self, message: str, output: ShellOutput) -> None:
-        super().__init__(message)
-        self.output = output
 
 
 # One fork at a time per event loop. Forking happens inside the loop thread,

@@ -14,9 +14,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._result import TaskResult
+from ._result import TaskResult, coverage
 from ._task import Task
 from ._types import Status
+from ._validate import check_instance, check_number
 
 __all__ = ["AllOrNothing", "BestEffort", "FirstN", "Strategy", "Verdict"]
 
@@ -101,13 +102,9 @@ class Strategy(abc.ABC):
         return f"{type(self).__name__}()"
 
 
-def coverage(results: Sequence[TaskResult], tasks: Sequence[Task]) -> float:
-    """Succeeded weight / total weight of ``tasks`` (by count when weights sum to 0)."""
-    weights = {t.name: t.weight for t in tasks}
-    total = sum(weights.values())
-    if total <= 0:
-        return sum(r.ok for r in results) / len(results) if results else 0.0
-    return sum(weights.get(r.name, 0.0) for r in results if r.ok) / total
+def _coverage(results: Sequence[TaskResult], tasks: Sequence[Task]) -> float:
+    """The coverage of ``results`` with the weights of ``tasks`` (see :func:`coverage`)."""
+    return coverage(results, {t.name: t.weight for t in tasks})
 
 
 def _ok_values(results: Sequence[TaskResult]) -> dict[str, Any]:
@@ -138,7 +135,7 @@ class AllOrNothing(Strategy):
             return Verdict(True, _ok_values(results), 1.0, f"all {len(results)} tasks ok")
         failed = self._failed or next(r for r in results if not r.ok)
         reason = f"task {failed.name!r} ended {failed.status.value}"
-        return Verdict(False, _ok_values(results), coverage(results, self.tasks), reason)
+        return Verdict(False, _ok_values(results), _coverage(results, self.tasks), reason)
 
 
 class BestEffort(Strategy):
@@ -159,23 +156,19 @@ class BestEffort(Strategy):
     """
 
     def __init__(self, min_success: int = 1, max_failures: int | float | None = None) -> None:
-        if isinstance(min_success, bool) or not isinstance(min_success, int):
-            raise TypeError(f"BestEffort(min_success=...) must be an int; got {min_success!r}")
-        if min_success < 0:
-            raise ValueError(f"BestEffort(min_success=...) must be >= 0; got {min_success!r}")
+        check_number(min_success, "BestEffort(min_success=...)", minimum=0, integer=True)
         if max_failures is not None:
-            if isinstance(max_failures, bool) or not isinstance(max_failures, int | float):
-                raise TypeError(
-                    "BestEffort(max_failures=...) must be a count (int) or a fraction (float); "
-                    f"got {max_failures!r}"
-                )
-            if isinstance(max_failures, float) and not 0.0 <= max_failures <= 1.0:
+            check_number(
+                max_failures,
+                "BestEffort(max_failures=...)",
+                minimum=0,
+                what="a count (int) or a fraction (float)",
+            )
+            if isinstance(max_failures, float) and max_failures > 1.0:
                 raise ValueError(
                     "BestEffort(max_failures=...) as a fraction must be in [0, 1]; "
                     f"got {max_failures!r} (pass an int for a count)"
                 )
-            if max_failures < 0:
-                raise ValueError(f"BestEffort(max_failures=...) must be >= 0; got {max_failures!r}")
         self.min_success = min_success
         self.max_failures = max_failures
 
@@ -217,7 +210,7 @@ class BestEffort(Strategy):
     def finish(self, results: Sequence[TaskResult]) -> Verdict:
         ok_count = sum(r.ok for r in results)
         failures = sum(r.status in _FAILED for r in results)
-        cov = coverage(results, self.tasks)
+        cov = _coverage(results, self.tasks)
         ok = ok_count >= self.min_success and failures <= self._budget
         if failures > self._budget:
             reason = (
@@ -245,11 +238,7 @@ class FirstN(Strategy):
     """
 
     def __init__(self, n: int) -> None:
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError(f"FirstN(n) needs an int; got {n!r}")
-        if n < 1:
-            raise ValueError(f"FirstN(n) needs n >= 1; got {n!r}")
-        self.n = n
+        self.n: int = check_number(n, "FirstN(n=...)", minimum=1, integer=True)
 
     def __repr__(self) -> str:
         return f"FirstN({self.n})"
@@ -285,15 +274,8 @@ class FirstN(Strategy):
 def _check_weights(weights: Mapping[str, float] | None, owner: str) -> dict[str, float]:
     if weights is None:
         return {}
-    if not isinstance(weights, Mapping):
-        raise TypeError(f"{owner}(weights=...) must map task names to numbers; got {weights!r}")
-    out: dict[str, float] = {}
-    for name, w in weights.items():
-        if isinstance(w, bool) or not isinstance(w, int | float):
-            raise TypeError(f"{owner}(weights=...): weight of {name!r} must be a number; got {w!r}")
-        if not math.isfinite(w) or w < 0:
-            raise ValueError(
-                f"{owner}(weights=...): weight of {name!r} must be finite and >= 0; got {w!r}"
-            )
-        out[name] = float(w)
-    return out
+    check_instance(weights, f"{owner}(weights=...)", Mapping, "a mapping of task names to numbers")
+    return {
+        name: float(check_number(w, f"{owner}(weights=...): weight of {name!r}", minimum=0))
+        for name, w in weights.items()
+    }

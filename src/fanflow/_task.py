@@ -6,11 +6,12 @@ import functools
 import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from ._retry import Retry
 
-__all__ = ["Task", "TaskFunction", "task"]
+__all__ = ["Ref", "Task", "TaskFunction", "task"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -38,6 +39,92 @@ def _resources(value: Iterable[str] | str, what: str, name: str) -> frozenset[st
     return frozenset(items)
 
 
+class Ref:
+    """Stands for another task's value in a task's ``args``/``kwargs``.
+
+    ``ff.Ref("a")`` anywhere in a task's ``args`` or ``kwargs`` (also inside
+    a list, tuple or dict) is replaced by task ``a``'s value when the task
+    starts, and makes ``a`` one of the task's needs: the task starts only
+    once ``a`` has succeeded. ``ff.Ref("a", "key")`` takes ``value["key"]``
+    (any number of keys or indexes: ``ff.Ref("a", "rows", 0)``).
+
+    Args:
+        task: the name of the task whose value this stands for.
+        *path: keys or indexes to look up in that value, in turn.
+
+    Raises:
+        TypeError: ``task`` is not a non-empty string.
+    """
+
+    __slots__ = ("path", "task")
+
+    def __init__(self, task: str, *path: Any) -> None:
+        if not isinstance(task, str) or not task:
+            raise TypeError(f"ff.Ref needs a task name (a non-empty string); got {task!r}")
+        self.task = task
+        self.path = path
+
+    def resolve(self, value: Any) -> Any:
+        """Look this reference's path up in ``value`` (the task's value).
+
+        Raises:
+            LookupError: a key or index on the path is missing (the message
+                names the reference).
+        """
+        for step in self.path:
+            try:
+                value = value[step]
+            except (LookupError, TypeError) as exc:
+                raise LookupError(
+                    f"{self!r}: the value of task {self.task!r} has no [{step!r}] "
+                    f"({type(exc).__name__}: {exc})"
+                ) from exc
+        return value
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Ref and (other.task, other.path) == (self.task, self.path)
+
+    def __hash__(self) -> int:
+        return hash((Ref, self.task, self.path))
+
+    def __repr__(self) -> str:
+        return f"Ref({', '.join(repr(p) for p in (self.task, *self.path))})"
+
+
+def _refs_in(value: Any, found: list[Ref]) -> None:
+    """Collect the :class:`Ref` objects in ``value`` (through lists, tuples and dicts)."""
+    kind = type(value)
+    if kind is Ref:
+        found.append(value)
+    elif kind is list or kind is tuple:
+        for item in value:
+            _refs_in(item, found)
+    elif kind is dict:
+        for item in value.values():
+            _refs_in(item, found)
+
+
+def fill_refs(value: Any, values: Mapping[str, Any]) -> Any:
+    """``value`` with every :class:`Ref` replaced by its task's value (copies containers).
+
+    Raises:
+        LookupError: a reference's key path is missing from the value.
+    """
+    kind = type(value)
+    if kind is Ref:
+        return value.resolve(values[value.task])
+    if kind is list:
+        return [fill_refs(item, values) for item in value]
+    if kind is tuple:
+        return tuple(fill_refs(item, values) for item in value)
+    if kind is dict:
+        return {key: fill_refs(item, values) for key, item in value.items()}
+    return value
+
+
+_NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
+
+
 class Task:
     """One independent unit of work: a function and the arguments to call it with.
 
@@ -60,6 +147,10 @@ class Task:
         idempotent: ``False`` forbids retries and hedges of this task.
         tokens: estimated tokens one attempt spends, counted against a
             ``RateLimit(tokens_per_minute=...)``; 0 when not given.
+        needs: names of tasks of the same fan-out that must succeed before
+            this one starts (if one fails, times out or is skipped, this one
+            ends ``skipped``, the reason naming it). Each :class:`Ref` in
+            ``args``/``kwargs`` adds its task to the needs.
 
     Raises:
         TypeError: ``fn`` is not callable (or is a coroutine object rather
@@ -70,9 +161,11 @@ class Task:
     __slots__ = (
         "args",
         "fn",
+        "has_refs",
         "idempotent",
         "kwargs",
         "name",
+        "needs",
         "reads",
         "retry",
         "timeout",
@@ -92,6 +185,8 @@ class Task:
     writes: frozenset[str]
     idempotent: bool
     tokens: float
+    needs: tuple[str, ...]
+    has_refs: bool
 
     def __init__(
         self,
@@ -107,6 +202,7 @@ class Task:
         writes: Iterable[str] | str = (),
         idempotent: bool = True,
         tokens: float = 0,
+        needs: Iterable[str] | str = (),
     ) -> None:
         if not isinstance(name, str) or not name:
             raise (TypeError if not isinstance(name, str) else ValueError)(
@@ -129,7 +225,7 @@ class Task:
                     f"HINT: a one-element tuple needs a trailing comma: args=(x,)"
                 )
         if kwargs is None:
-            kwargs = {}
+            kwargs = _NO_KWARGS
         elif not isinstance(kwargs, Mapping):
             raise TypeError(f"task {name!r}: kwargs must be a mapping; got {kwargs!r}")
         if timeout is not None:
@@ -158,6 +254,28 @@ class Task:
         self.tokens = float(tokens)
         if retry is not None and not isinstance(retry, Retry):
             raise TypeError(f"task {name!r}: retry must be an ff.Retry or None; got {retry!r}")
+        self.has_refs = False
+        if needs or args or kwargs:
+            self.needs = self._needs(name, needs, args, kwargs)
+        else:
+            self.needs = ()
+
+    def _needs(
+        self, name: str, needs: Iterable[str] | str, args: tuple[Any, ...], kwargs: Any
+    ) -> tuple[str, ...]:
+        given = (needs,) if isinstance(needs, str) else tuple(needs)
+        for need in given:
+            if not isinstance(need, str) or not need:
+                raise TypeError(
+                    f"task {name!r}: needs must be task names (non-empty strings); got {need!r}"
+                )
+        refs: list[Ref] = []
+        _refs_in(args, refs)
+        if kwargs:
+            _refs_in(dict(kwargs), refs)
+        self.has_refs = bool(refs)
+        # Distinct, in the order given, then the order referenced.
+        return tuple(dict.fromkeys([*given, *(ref.task for ref in refs)]))
 
     def __repr__(self) -> str:
         fn_name = getattr(self.fn, "__qualname__", None) or repr(self.fn)

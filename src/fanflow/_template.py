@@ -32,6 +32,7 @@ from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ._aggregate import _as_text, _Framer
+from ._exceptions import TemplateError
 
 __all__ = ["Reference", "Template", "TemplateError", "is_template", "quoted_placeholders"]
 
@@ -55,10 +56,6 @@ _REFUSED = (
 _FRAME_FILTER = "_fanflow_frame"
 _FRAMER_VAR = "__fanflow_framer"
 _DIR_VAR = "__fanflow_dir"
-
-
-class TemplateError(ValueError):
-    """A template that cannot be used: a syntax error, an unknown name or filter."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,21 +24,11 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ._exceptions import TaskExit
+
 __all__ = ["TaskExit", "WorkerThreads", "run_sync"]
 
 T = TypeVar("T")
-
-
-class TaskExit(RuntimeError):
-    """Task code called ``sys.exit()``: the task's error, not the program's end.
-
-    Attributes:
-        code: the exit code it asked for.
-    """
-
-    def __init__(self, code: object) -> None:
-        super().__init__(f"the task called sys.exit({code!r})")
-        self.code = code
 
 
 _Item = tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]

@@ -10,6 +10,7 @@ from typing import Any
 from ._result import TaskResult
 from ._strategies import Strategy, Verdict, _check_weights
 from ._task import Task
+from ._validate import check_callable, check_choice, check_instance, check_number
 
 __all__ = ["BetaStop", "Vote", "default_key"]
 
@@ -91,14 +92,12 @@ class BetaStop:
         confidence: the posterior probability required, in (0.5, 1).
 
     Raises:
+        TypeError: ``confidence`` is not a number.
         ValueError: ``confidence`` is outside (0.5, 1).
     """
 
     def __init__(self, confidence: float = 0.95) -> None:
-        if isinstance(confidence, bool) or not isinstance(confidence, int | float):
-            raise TypeError(f"BetaStop(confidence=...) must be a number; got {confidence!r}")
-        if not 0.5 < confidence < 1.0:
-            raise ValueError(f"BetaStop(confidence=...) must be in (0.5, 1); got {confidence!r}")
+        check_number(confidence, "BetaStop(confidence=...)", above=0.5, below=1.0)
         self.confidence = float(confidence)
 
     def __repr__(self) -> str:
@@ -150,21 +149,12 @@ class Vote(Strategy):
         early_stop: bool | BetaStop = True,
         tie_break: TieBreak = "first",
     ) -> None:
-        if key is not None and not callable(key):
-            raise TypeError(f"Vote(key=...) must be callable; got {key!r}")
-        if quorum is not None:
-            if isinstance(quorum, bool) or not isinstance(quorum, int | float):
-                raise TypeError(f"Vote(quorum=...) must be a number in (0, 1]; got {quorum!r}")
-            if not 0.0 < quorum <= 1.0:
-                raise ValueError(f"Vote(quorum=...) must be in (0, 1]; got {quorum!r}")
-        if not isinstance(early_stop, bool | BetaStop):
-            raise TypeError(
-                f"Vote(early_stop=...) must be True, False or ff.BetaStop(...); got {early_stop!r}"
-            )
-        if not callable(tie_break) and tie_break not in ("first", "error"):
-            raise ValueError(
-                f"Vote(tie_break=...) must be 'first', 'error' or a callable; got {tie_break!r}"
-            )
+        check_callable(key, "Vote(key=...)", allow_none=True)
+        check_number(quorum, "Vote(quorum=...)", above=0, maximum=1, allow_none=True)
+        check_instance(
+            early_stop, "Vote(early_stop=...)", (bool, BetaStop), "True, False or ff.BetaStop(...)"
+        )
+        check_choice(tie_break, "Vote(tie_break=...)", ("first", "error"), or_callable=True)
         self.key = key or default_key
         self.quorum = quorum
         self.weights = _check_weights(weights, "Vote")

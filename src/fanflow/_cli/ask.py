@@ -144,7 +144,9 @@ async def _ask(
         started = time.time()
         left = None if end is None else max(end - loop.time(), 0.001)
         try:
-            result = await plan.run(on_event=progress.event, timeout=timeout, deadline=left)
+            result = await plan.run(
+                on_event=progress.event, timeout=timeout, deadline=left, raise_on_failure=False
+            )
         except asyncio.CancelledError:
             progress.close()
             progress.interrupted(threads=[])

@@ -144,7 +144,6 @@ async def _run(plan: Any) -> tuple[int, dict[str, Any]]:
 
     import fanflow as ff
 
-    from .._engine import run_graph
     from .._usage import collect_usage, combine_usage
     from .._workflow._report import run_report
 
@@ -154,8 +153,8 @@ async def _run(plan: Any) -> tuple[int, dict[str, Any]]:
     progress = _Progress(console, [t.name for t in plan.tasks])
     started = time.time()
     try:
-        result = await run_graph(
-            plan.tasks, plan.needs, raise_on_failure=False, on_event=progress.event, **plan.options
+        result = await ff.fan_out(
+            plan.tasks, raise_on_failure=False, on_event=progress.event, **plan.options
         )
     except asyncio.CancelledError:
         progress.close()

@@ -11,11 +11,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .._engine import UPSTREAM, check_graph
-from .._result import TaskResult
+from .._core._graph import check_graph
 from .._retry import Retry
 from .._shell import run_shell
-from .._task import Task
+from .._task import Ref, Task
 from .._template import Mode, Template, TemplateError, is_template, quoted_placeholders
 from .._threads import TaskExit, run_sync
 from ._spec import Loaded, RetrySpec, TaskSpec, WorkflowError
@@ -89,14 +88,12 @@ def _template(text: str, loaded: Loaded, loc: tuple[Any, ...], task: str, mode: 
     return template
 
 
-def _values(template: Template, upstream: Mapping[str, TaskResult]) -> dict[str, Any]:
+def _values(template: Template, upstream: Mapping[str, Any]) -> dict[str, Any]:
     """The values of the tasks ``template`` uses (all of them needs, checked at build)."""
-    return {name: upstream[name].value for name in template.tasks()}
+    return {name: upstream[name] for name in template.tasks()}
 
 
-def _fill(
-    value: Any, params: Mapping[str, Any], upstream: Mapping[str, TaskResult], folder: str
-) -> Any:
+def _fill(value: Any, params: Mapping[str, Any], upstream: Mapping[str, Any], folder: str) -> Any:
     """A ``with:`` value with its templates rendered (one expression keeps its type)."""
     if isinstance(value, Template):
         return value.render(params, _values(value, upstream), folder=folder)
@@ -147,7 +144,7 @@ def _lookup_attr(obj: Any, dotted: str) -> Any:
 
 
 def _shell_task(template: Template, params: Mapping[str, Any], folder: str) -> Callable[..., Any]:
-    async def run(upstream: Mapping[str, TaskResult]) -> str:
+    async def run(upstream: Mapping[str, Any]) -> str:
         command = template.render(params, _values(template, upstream), folder=folder)
         # Relative paths in the command mean the workflow's folder, wherever fanflow runs.
         output = await run_shell(command, cwd=folder)
@@ -159,7 +156,7 @@ def _shell_task(template: Template, params: Mapping[str, Any], folder: str) -> C
 def _call_task(
     fn: Callable[..., Any], arguments: dict[str, Any], params: Mapping[str, Any], folder: str
 ) -> Callable[..., Any]:
-    async def call(upstream: Mapping[str, TaskResult]) -> Any:
+    async def call(upstream: Mapping[str, Any]) -> Any:
         kwargs = {k: _fill(v, params, upstream, folder) for k, v in arguments.items()}
         if inspect.iscoroutinefunction(fn):
             try:
@@ -175,7 +172,7 @@ def _call_task(
 def _prompt_task(
     template: Template, llm_uri: str, params: Mapping[str, Any], folder: str
 ) -> Callable[..., Any]:
-    async def ask(upstream: Mapping[str, TaskResult]) -> str:
+    async def ask(upstream: Mapping[str, Any]) -> str:
         from ..llm import from_uri
 
         # Task values and params alike are framed as data between nonce markers.
@@ -236,17 +233,24 @@ def _build_task(
         errors.append(exc)
         return None
     fn.__qualname__ = fn.__name__ = name
-    return Task(
-        name,
-        fn,
-        kwargs={"upstream": UPSTREAM},
-        timeout=spec.timeout,
-        retry=_retry(spec.retry),
-        weight=spec.weight,
-        reads=spec.reads,
-        writes=spec.writes,
-        idempotent=spec.idempotent,
-    )
+    try:
+        return Task(
+            name,
+            fn,
+            # Each need's value, filled in when the task starts (ff.Ref).
+            kwargs={"upstream": {need: Ref(need) for need in spec.needs}},
+            needs=spec.needs,
+            timeout=spec.timeout,
+            retry=_retry(spec.retry),
+            weight=spec.weight,
+            reads=spec.reads,
+            writes=spec.writes,
+            idempotent=spec.idempotent,
+        )
+    except (TypeError, ValueError) as exc:  # e.g. an empty resource name
+        field = "writes" if "writes" in str(exc) else "reads" if "reads" in str(exc) else ""
+        errors.append(loaded.error((*base, field) if field else base, str(exc)))
+        return None
 
 
 def build(loaded: Loaded) -> Plan:

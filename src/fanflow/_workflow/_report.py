@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from .._exceptions import ReportError
 from .._jsonable import to_jsonable
 from .._result import FanInResult
 
@@ -39,10 +40,6 @@ LEFT, WIDTH, RIGHT, ROW = 160, 760, 70, 26
 # Past this, numbers in a report are not timings fanflow wrote: refusing
 # them keeps every coordinate and label finite and short.
 _LIMIT = 1e15
-
-
-class ReportError(ValueError):
-    """A run report that cannot be drawn; the message names the field and what is wrong."""
 
 
 def run_report(

@@ -6,7 +6,6 @@ import json
 import math
 import re
 import reprlib
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from .._exceptions import WorkflowError
 from .._hedge import Hedge
 from .._limits import RateLimit
 from .._retry import Retry
@@ -329,46 +329,6 @@ class Workflow(_Model):
             if not name.strip():
                 raise ValueError(f"a task name must not be empty; got {name!r}")
         return tasks
-
-
-class WorkflowError(ValueError):
-    """A workflow file that cannot be used: says file, line and field.
-
-    One exception may carry several mistakes (``fanflow validate`` reports
-    them all): ``str()`` is one line per mistake, the first one's
-    attributes are those of the exception.
-
-    Attributes:
-        path: the file. ``line``: 1-based, or ``None``. ``field``: the dotted
-        path of the field, or ``""``. ``message``: what is wrong.
-        ``errors``: every mistake found, this one first.
-    """
-
-    def __init__(
-        self,
-        path: str,
-        line: int | None,
-        field: str,
-        message: str,
-        *,
-        others: Sequence[WorkflowError] = (),
-    ) -> None:
-        where = f"{path}:{line}" if line else path
-        text = f"{where}: {field}: {message}" if field else f"{where}: {message}"
-        self.text = text
-        super().__init__("\n".join([text, *(o.text for o in others)]))
-        self.path = path
-        self.line = line
-        self.field = field
-        self.message = message
-        self.errors: list[WorkflowError] = [self, *others]
-
-    @classmethod
-    def combine(cls, errors: Sequence[WorkflowError]) -> WorkflowError:
-        """One exception carrying ``errors`` (each flattened), the first one's attributes."""
-        flat = [e for error in errors for e in error.errors]
-        first = flat[0]
-        return cls(first.path, first.line, first.field, first.message, others=flat[1:])
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:

@@ -23,9 +23,10 @@ import signal
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Callable, Mapping
 from typing import Any
 
+from .._exceptions import RemoteError, RemoteTraceback
+from ._base import Call, Executor, ExecutorSession
 from ._framing import PARENT_ENV, Decoder, encode
 
 __all__ = ["Process", "RemoteError", "RemoteTraceback"]
@@ -34,44 +35,7 @@ __all__ = ["Process", "RemoteError", "RemoteTraceback"]
 _WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_worker.py")
 
 
-class RemoteError(RuntimeError):
-    """An exception raised in a worker process that could not come back as itself.
-
-    Its class does not pickle in the worker, or does not unpickle here (an
-    ``__init__`` with required arguments that ``BaseException.args`` does not
-    hold, a class the parent cannot import, ...): this stands in for it,
-    with what is known of it. ``str()`` is ``"type_name: message"``.
-
-    Attributes:
-        type_name: the remote exception's qualified class name
-            (``module.Class``; builtins and ``__main__`` classes unprefixed).
-        message: ``str()`` of the remote exception.
-        traceback: the remote traceback's text.
-    """
-
-    def __init__(self, type_name: str, message: str, traceback: str = "") -> None:
-        super().__init__(f"{type_name}: {message}" if message else type_name)
-        self.type_name = type_name
-        self.message = message
-        self.traceback = traceback
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Three arguments, so the default (``cls(*self.args)``) would not rebuild it.
-        return (type(self), (self.type_name, self.message, self.traceback))
-
-
-class RemoteTraceback(Exception):
-    """The traceback of an exception raised in a worker process (its ``__cause__``)."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return f'\n"""\n{self.text}"""'
-
-
-class Process:
+class Process(Executor):
     """Run attempts in worker processes.
 
     Args:
@@ -104,6 +68,10 @@ class Process:
 
     def __repr__(self) -> str:
         return f"Process(workers={self.workers})"
+
+    def open(self, loop: asyncio.AbstractEventLoop, limit: float) -> ProcessPool:
+        """The worker processes of one fan-out (started on first use)."""
+        return ProcessPool(self, loop)
 
 
 class _Worker:
@@ -174,7 +142,7 @@ class _Worker:
                     pipe.close()
 
 
-class ProcessPool:
+class ProcessPool(ExecutorSession):
     """The worker processes of one fan-out."""
 
     def __init__(self, config: Process, loop: asyncio.AbstractEventLoop) -> None:
@@ -184,10 +152,8 @@ class ProcessPool:
         self._busy: set[_Worker] = set()
         self._closed = False
 
-    def submit(
-        self, name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
-    ) -> asyncio.Future[Any]:
-        """Run ``fn(*args, **kwargs)`` in a worker; cancelling the future kills it.
+    def submit(self, call: Call) -> asyncio.Future[Any]:
+        """Run the call in a worker; cancelling the future kills it.
 
         The future's ``fanflow_started`` (a future) is done when the attempt
         starts running in the worker: a cold worker's boot is not the task's time.
@@ -198,8 +164,9 @@ class ProcessPool:
         """
         import cloudpickle
 
+        name = call.name
         try:
-            message = cloudpickle.dumps((fn, args, dict(kwargs)))
+            message = cloudpickle.dumps((call.fn, call.args, dict(call.kwargs)))
         except Exception as exc:
             raise TypeError(
                 f"task {name!r} cannot be sent to a worker process: {exc}. HINT: pass "

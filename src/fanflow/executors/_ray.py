@@ -35,6 +35,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from .._exceptions import PermanentError, TransientError
+from ._base import Call, Executor, ExecutorSession
 
 __all__ = ["Ray"]
 
@@ -194,7 +195,7 @@ def _when_done(
     cfut.add_done_callback(relay)
 
 
-class Ray:
+class Ray(Executor):
     """Run attempts as Ray remote tasks (``pip install 'fanflow[ray]'``).
 
     Args:
@@ -264,6 +265,10 @@ class Ray:
 
     def __repr__(self) -> str:
         return f"Ray(address={self.address!r})"
+
+    def open(self, loop: asyncio.AbstractEventLoop, limit: float) -> _RaySession:
+        """A session for one fan-out (Ray connects on the first attempt)."""
+        return _RaySession(self, loop)
 
     # -- connecting -----------------------------------------------------
     def _where(self) -> str:
@@ -557,3 +562,16 @@ def _cancel(ray: Any, ref: Any, force: bool = True) -> None:
     with contextlib.suppress(Exception):
         if ray is not None and ray.is_initialized():
             ray.cancel(ref, force=force)
+
+
+class _RaySession(ExecutorSession):
+    __slots__ = ("_loop", "_ray")
+
+    def __init__(self, ray: Ray, loop: asyncio.AbstractEventLoop) -> None:
+        self._ray = ray
+        self._loop = loop
+
+    def submit(self, call: Call) -> asyncio.Future[Any]:
+        return self._ray.submit(
+            self._loop, call.name, call.fn, call.args, call.kwargs, timed=call.timed
+        )
