@@ -43,7 +43,23 @@ class AttemptRecord:
         return self.finished_at - self.started_at
 
 
-@dataclasses.dataclass(slots=True)
+_RESULT_FIELDS = (
+    "name",
+    "status",
+    "value",
+    "error",
+    "attempts",
+    "started_at",
+    "finished_at",
+    "duration",
+    "reason",
+    "hedged",
+    "history",
+    "index",
+    "replayed",
+)
+
+
 class TaskResult:
     """How one task of a fan-out ended. Treat it as read-only.
 
@@ -67,22 +83,107 @@ class TaskResult:
             instead of running the task again.
     """
 
-    # Not frozen: a frozen dataclass costs ~1 us more per result to build,
-    # which is most of fanflow's per-task overhead budget.
+    # A plain class with __slots__ rather than a dataclass: the engine builds
+    # one per task, and a task that ran once has its one AttemptRecord made
+    # only when someone reads ``history`` (``history=None``): most results
+    # are never asked, and the record and its tuple were a tenth of the
+    # per-task memory of a large fan-out.
+    __slots__ = (
+        "_history",
+        "attempts",
+        "duration",
+        "error",
+        "finished_at",
+        "hedged",
+        "index",
+        "name",
+        "reason",
+        "replayed",
+        "started_at",
+        "status",
+        "value",
+    )
 
-    name: str
-    status: Status
-    value: Any = None
-    error: BaseException | None = None
-    attempts: int = 0
-    started_at: float | None = None
-    finished_at: float | None = None
-    duration: float | None = None
-    reason: str | None = None
-    hedged: bool = False
-    history: tuple[AttemptRecord, ...] = ()
-    index: int | None = None
-    replayed: bool = False
+    def __init__(
+        self,
+        name: str,
+        status: Status,
+        value: Any = None,
+        error: BaseException | None = None,
+        attempts: int = 0,
+        started_at: float | None = None,
+        finished_at: float | None = None,
+        duration: float | None = None,
+        reason: str | None = None,
+        hedged: bool = False,
+        history: tuple[AttemptRecord, ...] | None = (),
+        index: int | None = None,
+        replayed: bool = False,
+    ) -> None:
+        self.name = name
+        self.status = status
+        self.value = value
+        self.error = error
+        self.attempts = attempts
+        self.started_at = started_at
+        self.finished_at = finished_at
+        self.duration = duration
+        self.reason = reason
+        self.hedged = hedged
+        self._history = history
+        self.index = index
+        self.replayed = replayed
+
+    @property
+    def history(self) -> tuple[AttemptRecord, ...]:
+        """One :class:`AttemptRecord` per attempt, in start order."""
+        history = self._history
+        if history is None:
+            # One attempt: its record is this result's own times and outcome.
+            error = self.error
+            history = self._history = (
+                AttemptRecord(
+                    self.attempts,
+                    self.started_at if self.started_at is not None else 0.0,
+                    self.finished_at if self.finished_at is not None else 0.0,
+                    self.status,
+                    False,
+                    None if error is None else f"{type(error).__name__}: {error}",
+                ),
+            )
+        return history
+
+    @history.setter
+    def history(self, value: tuple[AttemptRecord, ...]) -> None:
+        self._history = tuple(value)
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (
+            self.name,
+            self.status,
+            self.value,
+            self.error,
+            self.attempts,
+            self.started_at,
+            self.finished_at,
+            self.duration,
+            self.reason,
+            self.hedged,
+            self.history,
+            self.index,
+            self.replayed,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not TaskResult:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
+
+    def __repr__(self) -> str:
+        pairs = zip(_RESULT_FIELDS, self._fields(), strict=True)
+        return f"TaskResult({', '.join(f'{n}={v!r}' for n, v in pairs)})"
 
     @property
     def ok(self) -> bool:

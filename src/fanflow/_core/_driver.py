@@ -48,7 +48,7 @@ from ._graph import NeedsGraph
 from ._hedging import HedgeController
 from ._records import Attempt, TaskState
 from ._retrying import RetryTimers
-from ._sources import AsyncSource, ListSource, Sink, Source
+from ._sources import AsyncSource, Collect, ListSource, Sink, Source
 
 __all__ = ["Driver", "Settings"]
 
@@ -144,7 +144,13 @@ class Driver:
         self._filling = False
         self._fill_soon = False
         self._taken = 0  # results the consumer has taken
-        self._weights_seen = False
+        self._delivers = not isinstance(sink, Collect)
+        self._plain = source if isinstance(source, ListSource) and source.graph is None else None
+        self._last_fn: Any = None
+        self._last_async = False
+        timeout = settings.timeout
+        self._timeout = None if timeout is not None and math.isinf(timeout) else timeout
+        self._retry = settings.retry
 
     # -- helpers for the parts ------------------------------------------
     def fail(self, exc: BaseException) -> None:
@@ -216,6 +222,9 @@ class Driver:
         urgent = admission.urgent
         source = self.source
         now = self._loop.time()
+        # The common case, a list of tasks without needs, takes them by index.
+        plain = self._plain
+        tasks = plain.tasks if plain is not None else ()
         while len(running) < cap:
             if urgent:
                 state, hedge = urgent.popleft()
@@ -227,6 +236,13 @@ class Driver:
                         self._hedging.give_back()
                     continue
                 self._launch(state, now, hedge)
+                continue
+            if plain is not None:
+                i = plain._next
+                if i >= len(tasks):
+                    break
+                plain._next = i + 1
+                self._launch(self._make_state(tasks[i], i), now, False)
                 continue
             item = source.take(self._taken)
             if item is None:
@@ -244,25 +260,34 @@ class Driver:
         self._launch(self._make_state(item, index), now, False)
 
     def _make_state(self, task: Task, index: int) -> TaskState:
-        settings = self.settings
-        fid = id(task.fn)
-        is_async = self._async_cache.get(fid)
-        if is_async is None:
-            is_async = self._async_cache[fid] = _is_async_callable(task.fn)
-        timeout = task.timeout if task.timeout is not None else settings.timeout
-        if timeout is not None and math.isinf(timeout):
+        fn = task.fn
+        if fn is self._last_fn:
+            is_async = self._last_async
+        else:
+            fid = id(fn)
+            is_async = self._async_cache.get(fid)  # type: ignore[assignment]
+            if is_async is None:
+                is_async = self._async_cache[fid] = _is_async_callable(fn)
+            self._last_fn = fn
+            self._last_async = is_async
+        timeout = task.timeout
+        if timeout is None:
+            timeout = self._timeout
+        elif math.isinf(timeout):
             timeout = None
-        retry = task.retry if task.retry is not None else settings.retry
+        retry = task.retry if task.retry is not None else self._retry
         return TaskState(task, index, timeout, is_async, retry)
 
     def _launch(self, state: TaskState, now: float, hedge: bool) -> None:
         attempt = Attempt(self, state, hedge)
         state.live.append(attempt)
-        self.admission.running.add(attempt)
-        start = self.admission.reserve(now, state.task.tokens)
-        if start > now:
-            attempt.reserve_handle = self._call_at(start, self._start_reserved, attempt)
-            return
+        admission = self.admission
+        admission.running.add(attempt)
+        if admission.rate_limit is not None:
+            start = admission.reserve(now, state.task.tokens)
+            if start > now:
+                attempt.reserve_handle = self._call_at(start, self._start_reserved, attempt)
+                return
         self._start(attempt, now)
 
     def _start_reserved(self, attempt: Attempt) -> None:
@@ -455,6 +480,19 @@ class Driver:
             self._fill_soon = True
             self._loop.call_soon(self._guard, self._refill)
 
+    def _attempt_record(
+        self, attempt: Attempt, status: Status, error: BaseException | None, end: float
+    ) -> AttemptRecord:
+        offset = self._offset
+        return AttemptRecord(
+            attempt.number,
+            offset + attempt.started,
+            offset + end,
+            status,
+            attempt.hedge,
+            None if error is None else f"{type(error).__name__}: {error}",
+        )
+
     def _record(
         self,
         state: TaskState,
@@ -465,17 +503,7 @@ class Driver:
     ) -> None:
         if state.history is None:
             state.history = []
-        offset = self._offset
-        state.history.append(
-            AttemptRecord(
-                attempt.number,
-                offset + attempt.started,
-                offset + end,
-                status,
-                attempt.hedge,
-                None if error is None else f"{type(error).__name__}: {error}",
-            )
-        )
+        state.history.append(self._attempt_record(attempt, status, error, end))
 
     def _refill(self) -> None:
         self._fill_soon = False
@@ -510,49 +538,44 @@ class Driver:
         last: Attempt | None,
     ) -> None:
         offset = self._offset
-        record = None
-        if last is not None:
-            record = AttemptRecord(
-                last.number,
-                offset + last.started,
-                offset + end,
-                status,
-                last.hedge,
-                None if error is None else f"{type(error).__name__}: {error}",
-            )
         history = state.history
-        if history is not None and record is not None:
-            history.append(record)
-        for other in state.live:
-            # Attempts still running lose the race: cancel them. Their records
-            # are written now; their callbacks find the task settled.
-            if other.stop_status is None:
-                other.stop_status = Status.CANCELLED
-                other.stop_reason = "another attempt of this task finished first"
-            other.cancel_timers()
-            if other.fut is not None:
-                other.fut.cancel(msg="fanflow: lost the race to another attempt")
-                if history is None:
-                    history = state.history = [] if record is None else [record]
-                history.append(
-                    AttemptRecord(
-                        other.number,
-                        offset + other.started,
-                        offset + end,
-                        other.stop_status,
-                        other.hedge,
-                        None,
-                    )
-                )
+        records: tuple[AttemptRecord, ...] | None
+        if history is None and not state.live:
+            # The common case: nothing raced it, nothing before it.
+            if last is None:
+                records = ()
+            elif last.number == 1 and not last.hedge:
+                records = None  # one attempt: TaskResult derives its record on demand
             else:
-                self.admission.running.discard(other)  # a reservation that never started
-        started = state.started
-        if history is not None:
-            records: tuple[AttemptRecord, ...] = tuple(history)
-        elif record is not None:
-            records = (record,)
+                records = (self._attempt_record(last, status, error, end),)
         else:
-            records = ()
+            if history is None:
+                history = state.history = []
+            if last is not None:
+                history.append(self._attempt_record(last, status, error, end))
+            for other in state.live:
+                # Attempts still running lose the race: cancel them. Their
+                # records are written now; their callbacks find the task settled.
+                if other.stop_status is None:
+                    other.stop_status = Status.CANCELLED
+                    other.stop_reason = "another attempt of this task finished first"
+                other.cancel_timers()
+                if other.fut is not None:
+                    other.fut.cancel(msg="fanflow: lost the race to another attempt")
+                    history.append(
+                        AttemptRecord(
+                            other.number,
+                            offset + other.started,
+                            offset + end,
+                            other.stop_status,
+                            other.hedge,
+                            None,
+                        )
+                    )
+                else:
+                    self.admission.running.discard(other)  # a reservation that never started
+            records = tuple(history)
+        started = state.started
         result = TaskResult(
             state.task.name,
             status,
@@ -600,7 +623,8 @@ class Driver:
         self._unsettled -= 1
         if error is not None and self._first_error is None and status is not Status.CANCELLED:
             self._first_error = error
-        self.sink.deliver(result)
+        if self._delivers:
+            self.sink.deliver(result)
         if self._emitting:
             self._emit(TaskFinished(self._offset + end, result))
         graph = self._graph

@@ -57,7 +57,9 @@ class ListSource:
         while i < n:
             task = tasks[i]
             i += 1
-            if not graph.blocked(task.name):
+            # A task with needs comes only through `ready`, once released:
+            # the scan may pass it before or after that happens.
+            if not task.needs:
                 self._next = i
                 return task, i - 1
         self._next = n
@@ -78,7 +80,7 @@ class ListSource:
         self.ready.clear()
         graph = self.graph
         for i in range(self._next, len(self.tasks)):
-            if graph is None or not graph.blocked(self.tasks[i].name):
+            if graph is None or not self.tasks[i].needs:
                 left.append(i)
         self._next = len(self.tasks)
         if graph is not None:
