@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import secrets
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -183,6 +184,40 @@ def build_prompt(
     return template.format_map(fields)
 
 
+def deprecated_positional(
+    verb: str, args: Sequence[Any], given: Mapping[str, Any], defaults: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Old positional options, by name, with a ``DeprecationWarning`` naming each keyword.
+
+    ``given`` holds the keyword-only parameters that used to be positional,
+    in their old order, as the caller passed them; ``defaults`` their defaults.
+    Kept for one release, so that ``merge(result, "first")`` still works.
+
+    Raises:
+        TypeError: more positional arguments than the old signature took, or
+            an option given both by position and by keyword.
+    """
+    names = list(given)
+    if len(args) > len(names):
+        raise TypeError(
+            f"{verb}() got {len(args)} positional options; its options are keyword-only "
+            f"({', '.join(f'{n}=...' for n in names)})"
+        )
+    out: dict[str, Any] = {}
+    for name, value in zip(names, args, strict=False):
+        if given[name] is not defaults[name]:
+            raise TypeError(f"{verb}() got multiple values for {name!r}")
+        out[name] = value
+    if out:
+        warnings.warn(
+            f"passing {', '.join(out)} to {verb}() by position is deprecated and will stop "
+            f"working in the next release; pass {', '.join(f'{n}=...' for n in out)}",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+    return out
+
+
 SYNTHESIS_TIMEOUT = 120.0
 """Seconds one synthesis attempt may take by default (see :func:`synthesize`)."""
 
@@ -196,12 +231,15 @@ def _synthesis_timeout(timeout: float | None) -> float | None:
     return None if math.isinf(timeout) else float(timeout)
 
 
+DEFAULT_CONFLICT_STRATEGY = "majority agreement between sources, noting any disagreement"
+
+
 async def synthesize(
     result: FanInResult,
     llm: LLM,
-    conflict_strategy: str = "majority agreement between sources, noting any disagreement",
+    *args: str,
+    conflict_strategy: str = DEFAULT_CONFLICT_STRATEGY,
     template: str = AGGREGATOR_TEMPLATE,
-    *,
     retry: Retry | None = None,
     timeout: float | None = SYNTHESIS_TIMEOUT,
     **params: Any,
@@ -229,6 +267,10 @@ async def synthesize(
             ``math.inf`` for none.
         params: passed to ``llm.complete``.
 
+    Everything after ``llm`` is keyword-only. Passing ``conflict_strategy``
+    and ``template`` by position still works for one release, with a
+    ``DeprecationWarning``.
+
     Raises:
         ValueError: the template uses an unknown placeholder, or a bad
             ``timeout``.
@@ -238,6 +280,15 @@ async def synthesize(
         ServiceError: from the model call, once the retries are spent.
         TimeoutError: the last attempt took longer than ``timeout``.
     """
+    if args:
+        old = deprecated_positional(
+            "synthesize",
+            args,
+            {"conflict_strategy": conflict_strategy, "template": template},
+            {"conflict_strategy": DEFAULT_CONFLICT_STRATEGY, "template": AGGREGATOR_TEMPLATE},
+        )
+        conflict_strategy = old.get("conflict_strategy", conflict_strategy)
+        template = old.get("template", template)
     check_instance(result, "synthesize(result=...)", FanInResult, "a fanflow.FanInResult")
     if not callable(getattr(llm, "complete", None)):
         raise TypeError(f"synthesize(llm=...) must be a model (with .complete); got {llm!r}")
@@ -320,8 +371,8 @@ def _canonical(value: Any) -> str:
 
 def merge(
     result: FanInResult,
+    *args: str | Resolver,
     conflict: str | Resolver = "vote",
-    *,
     priority: Sequence[str] | None = None,
 ) -> Merged:
     """Merge the dict values of a fan-out's successful tasks, without a model.
@@ -335,12 +386,19 @@ def merge(
     ``(key, {task: value}) -> value``. Each conflict is reported with its
     candidates. The gaps are the failed tasks; confidence is the coverage.
 
+    ``conflict`` and ``priority`` are keyword-only; ``merge(result, "first")``
+    still works for one release, with a ``DeprecationWarning``.
+
     Raises:
         TypeError: a successful task's value is not a mapping (names the task);
             ``conflict`` neither a string nor a callable; ``priority`` not a
             list of names.
         ValueError: an unknown rule, or ``"priority"`` without ``priority``.
     """
+    if args:
+        conflict = deprecated_positional(
+            "merge", args, {"conflict": conflict}, {"conflict": "vote"}
+        )["conflict"]
     check_instance(result, "merge(result=...)", FanInResult, "a fanflow.FanInResult")
     check_choice(conflict, "merge(conflict=...)", ("vote", "first", "priority"), or_callable=True)
     if priority is not None and (

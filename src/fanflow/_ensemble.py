@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._aggregate import deprecated_positional
 from ._api import fan_out
+from ._hedge import Hedge
 from ._limits import AdaptiveConcurrency, RateLimit
+from ._options import DEFAULT_CONCURRENCY, DEFAULTS, EventHandler, resolve
 from ._result import FanInResult
 from ._retry import Retry
 from ._validate import check_number
@@ -17,20 +20,40 @@ if TYPE_CHECKING:
 
 __all__ = ["ensemble"]
 
+#: The shared options (``fanflow._options``) ensemble takes. Not ``strategy``
+#: (it builds its own Vote), ``executor`` (samples are model calls on the
+#: loop) or ``audit`` (samples share nothing but the model).
+_TAKES = frozenset(
+    {
+        "max_concurrency",
+        "timeout",
+        "deadline",
+        "retry",
+        "hedge",
+        "rate_limit",
+        "on_event",
+        "progress",
+        "raise_on_failure",
+    }
+)
+
 
 async def ensemble(
     prompt: str | Sequence[Message],
     llms: LLM | str | Sequence[LLM | str],
+    *args: int,
     samples: int = 5,
-    *,
     key: Callable[[Any], Hashable] | None = None,
     early_stop: bool | BetaStop = True,
     quorum: float | None = None,
-    max_concurrency: int | AdaptiveConcurrency | None = 4,
+    max_concurrency: int | AdaptiveConcurrency | None = DEFAULT_CONCURRENCY,
     timeout: float | None = None,
     deadline: float | None = None,
     retry: Retry | None = None,
+    hedge: Hedge | None = None,
     rate_limit: RateLimit | None = None,
+    on_event: EventHandler | None = None,
+    progress: bool = False,
     raise_on_failure: bool = True,
     **params: Any,
 ) -> FanInResult:
@@ -45,17 +68,33 @@ async def ensemble(
     the tied weight first (``Vote``'s ``tie_break="first"``).
     With ``early_stop=True`` it stops once the winner cannot change, so it
     makes fewer calls than ``samples`` per model with the same answer; a
-    :class:`BetaStop` stops sooner on a statistical rule. Fewer samples in
-    flight (``max_concurrency``, default 4) let early stopping save more.
+    :class:`BetaStop` stops sooner on a statistical rule.
+
+    Early stopping can only skip samples that have not started: with every
+    sample in flight at once there is nothing left to skip. The default
+    ``max_concurrency`` is 100, as for every verb, which for most ensembles
+    means all samples at once (fastest, no calls saved); a lower one, such
+    as ``max_concurrency=4``, lets early stopping save more calls at the
+    cost of more wall-clock time.
 
     Args:
         prompt: the question.
         llms: a model, a model URI, or a list of them.
-        samples: samples per model.
+        samples: samples per model (default 5).
         key: normalises answers before counting (see ``ff.llm.last_number``
             and ``ff.llm.answer_line`` for free-text answers).
         early_stop, quorum: as for :class:`Vote`.
+        max_concurrency, timeout, deadline, retry, hedge, rate_limit,
+            on_event, progress, raise_on_failure: the options every verb
+            shares (``fanflow._options``), with the same types and defaults
+            as for :func:`fan_out` (``max_concurrency=100``,
+            ``raise_on_failure=True``, the others off). ``strategy``,
+            ``executor`` and ``audit`` make no sense here; passing one is a
+            ``TypeError`` naming it.
         params: passed to each ``complete`` call (``temperature``...).
+
+    Everything after ``llms`` is keyword-only; ``samples`` by position still
+    works for one release, with a ``DeprecationWarning``.
 
     Returns:
         The :class:`FanInResult`: ``value`` is the winning answer, ``votes``
@@ -67,6 +106,25 @@ async def ensemble(
     """
     from .llm import from_uri, prompt_task
 
+    if args:
+        samples = deprecated_positional("ensemble", args, {"samples": samples}, {"samples": 5})[
+            "samples"
+        ]
+    options: dict[str, Any] = {
+        "max_concurrency": max_concurrency,
+        "timeout": timeout,
+        "deadline": deadline,
+        "retry": retry,
+        "hedge": hedge,
+        "rate_limit": rate_limit,
+        "on_event": on_event,
+        "progress": progress,
+        "raise_on_failure": raise_on_failure,
+    }
+    # A shared option ensemble does not take would otherwise reach the
+    # model as a completion parameter: refuse it by name.
+    misplaced = {name: value for name, value in params.items() if name in DEFAULTS}
+    resolve("ensemble", {**options, **misplaced}, takes=_TAKES)
     check_number(samples, "ensemble(samples=...)", minimum=1, integer=True)
     if isinstance(llms, str) or hasattr(llms, "complete"):
         items: list[Any] = [llms]
@@ -100,12 +158,7 @@ async def ensemble(
         return await fan_out(
             tasks,
             strategy=Vote(key=key, quorum=quorum, early_stop=early_stop),
-            max_concurrency=max_concurrency,
-            timeout=timeout,
-            deadline=deadline,
-            retry=retry,
-            rate_limit=rate_limit,
-            raise_on_failure=raise_on_failure,
+            **options,
         )
     finally:
         for model in owned:  # built here from a URI: close its connections

@@ -118,8 +118,13 @@ class fan_map(AsyncIterator[TaskResult]):
             run in a worker thread).
         items: the inputs.
         max_concurrency: items in flight at once (an int or
-            :class:`AdaptiveConcurrency`).
-        timeout: per-attempt timeout in seconds.
+            :class:`AdaptiveConcurrency`; default 100, the default of every
+            verb). ``None`` (no limit) is a ``TypeError`` here: ``fan_map``
+            would read an endless input without bound.
+        timeout: per-attempt timeout in seconds (default ``None``).
+        deadline: seconds for the whole run (default ``None``): items
+            running then end ``timeout``, no new item is taken, and the loop
+            ends (items never taken yield no result).
         retry: a :class:`Retry` policy for failed items.
         rate_limit: a shared :class:`RateLimit`.
         ordered: yield in input order. Results that finish early wait for
@@ -146,6 +151,17 @@ class fan_map(AsyncIterator[TaskResult]):
         name: ``name(item)`` labels an item in results and in the journal's
             ``key`` column, without identifying it (default: as above).
         serialize: converts a value to JSON data before it is journaled.
+        executor: where ``fn`` runs: ``"async"`` (the default: coroutine
+            functions on the loop, plain callables in worker threads),
+            ``"thread"``, ``"process"`` or an ``ff.executors.Executor``.
+        on_event: called (sync or async) with each :class:`Event`.
+
+    ``max_concurrency``, ``timeout``, ``deadline``, ``retry``,
+    ``rate_limit``, ``executor`` and ``on_event`` are the options every verb
+    shares (``fanflow._options``), with the same types and defaults; the
+    others (``strategy``, ``hedge``, ``progress``, ``audit``,
+    ``raise_on_failure``) make no sense for a stream, and passing one is a
+    ``TypeError`` naming it.
 
     Leaving the loop early cancels the items in flight; ``async with``
     awaits them (as with :func:`as_completed`).
@@ -164,6 +180,7 @@ class fan_map(AsyncIterator[TaskResult]):
         *,
         max_concurrency: int | AdaptiveConcurrency = DEFAULT_CONCURRENCY,
         timeout: float | None = None,
+        deadline: float | None = None,
         retry: Retry | None = None,
         rate_limit: RateLimit | None = None,
         ordered: bool = False,
@@ -183,11 +200,17 @@ class fan_map(AsyncIterator[TaskResult]):
             raise TypeError(f"key must be callable; got {key!r}")
         if name is not None and not callable(name):
             raise TypeError(f"name must be callable; got {name!r}")
+        if max_concurrency is None:
+            raise TypeError(
+                "fan_map(max_concurrency=None) would read the input without bound; "
+                "pass an int or an ff.AdaptiveConcurrency"
+            )
         resolved = resolve(
             "fan_map",
             {
                 "max_concurrency": max_concurrency,
                 "timeout": timeout,
+                "deadline": deadline,
                 "retry": retry,
                 "rate_limit": rate_limit,
                 "executor": executor,

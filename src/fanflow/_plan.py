@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Unpack
 
-from ._aggregate import Synthesis, synthesize
+from ._aggregate import DEFAULT_CONFLICT_STRATEGY, Synthesis, synthesize
 from ._api import fan_out
 from ._audit import audit
 from ._core._graph import check_graph
@@ -306,9 +306,10 @@ class Plan:
         A subtask whose need failed is skipped with the reason.
 
         Args:
-            **options: the options of :func:`fan_out`, with the same defaults
-                (``raise_on_failure=True`` included: a plan whose strategy
-                fails raises :class:`StrategyFailed`).
+            **options: the options every verb shares (``fanflow._options``),
+                with the same defaults as for :func:`fan_out`
+                (``max_concurrency=100``; ``raise_on_failure=True``: a plan
+                whose strategy fails raises :class:`StrategyFailed`).
 
         Raises:
             StrategyFailed: as for :func:`fan_out`.
@@ -377,7 +378,7 @@ async def ask(
     llm: Any,
     *,
     tools: Sequence[Callable[..., Any]] | Mapping[str, Callable[..., Any]] | None = None,
-    conflict_strategy: str = "majority agreement between sources, noting any disagreement",
+    conflict_strategy: str = DEFAULT_CONFLICT_STRATEGY,
     max_tasks: int = 8,
     **options: Unpack[FanOutOptions],
 ) -> Synthesis:
@@ -386,7 +387,10 @@ async def ask(
     Args:
         goal, llm, tools, max_tasks: as for :func:`plan`.
         conflict_strategy: as for :func:`synthesize`.
-        **options: the options of :func:`fan_out` for running the plan.
+        **options: the options every verb shares (``fanflow._options``),
+            for running the plan, with the same defaults as for
+            :func:`fan_out` (``max_concurrency=100``,
+            ``raise_on_failure=True``...).
 
     Raises:
         PlanError: as :func:`plan`.

@@ -335,6 +335,7 @@ def task(
     writes: Iterable[str] | str = (),
     idempotent: bool = True,
     tokens: float = 0,
+    needs: Iterable[str] | str = (),
 ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 
 
@@ -350,6 +351,7 @@ def task(
     writes: Iterable[str] | str = (),
     idempotent: bool = True,
     tokens: float = 0,
+    needs: Iterable[str] | str = (),
 ) -> TaskFunction[P, R] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
     """Decorate a function so that calling it makes a :class:`Task`.
 
@@ -370,6 +372,7 @@ def task(
         "writes": writes,
         "idempotent": idempotent,
         "tokens": tokens,
+        "needs": needs,
     }
 
     def decorate(f: Callable[P, R]) -> TaskFunction[P, R]:

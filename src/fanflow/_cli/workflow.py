@@ -168,7 +168,9 @@ async def _run(plan: Any) -> tuple[int, dict[str, Any]]:
     if spec is not None and result.succeeded:
         if spec.merge is not None:
             try:
-                merged = ff.merge(result, spec.merge.conflict, priority=spec.merge.priority or None)
+                merged = ff.merge(
+                    result, conflict=spec.merge.conflict, priority=spec.merge.priority or None
+                )
             except (TypeError, ValueError) as exc:
                 click.echo(f"fanflow run: aggregate: merge: {exc}", err=True)
                 return 1, run_report(

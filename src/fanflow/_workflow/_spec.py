@@ -24,6 +24,7 @@ from pydantic import (
 from .._exceptions import WorkflowError
 from .._hedge import Hedge
 from .._limits import RateLimit
+from .._options import DEFAULT_CONCURRENCY
 from .._retry import Retry
 from .._strategies import AllOrNothing, BestEffort, FirstN, Strategy
 from .._vote import Vote
@@ -314,7 +315,7 @@ class Workflow(_Model):
     strategy: StrategySpec = Field(default_factory=lambda: StrategySpec())
     timeout: PositiveDuration | None = None
     deadline: PositiveDuration | None = None
-    max_concurrency: int | None = Field(16, ge=1, le=1_000_000)
+    max_concurrency: int | None = Field(DEFAULT_CONCURRENCY, ge=1, le=1_000_000)
     retry: RetrySpec | None = None
     hedge: HedgeSpec | None = None
     rate_limit: RateLimitSpec | None = None
