@@ -150,7 +150,7 @@ def test_simulate_on_an_invalid_port() -> None:
 
 
 def test_simulate_without_aiohttp(monkeypatch: pytest.MonkeyPatch) -> None:
-    import fanflow._simulator as sim
+    import fanflow.testing._simulator as sim
 
     def missing() -> None:
         raise ImportError("the simulator needs aiohttp: pip install 'fanflow[sim]'")

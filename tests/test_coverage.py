@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fanflow as ff
-from fanflow._types import Status
+from fanflow._core._types import Status
 
 
 def _result(name: str, ok: bool) -> ff.TaskResult:
@@ -37,7 +37,7 @@ def test_strategy_confidence_and_fan_in_coverage_use_one_rule() -> None:
 
 
 def test_the_rule() -> None:
-    from fanflow._result import coverage
+    from fanflow._core._result import coverage
 
     ok, bad = _result("a", True), _result("b", False)
     assert coverage([ok, bad], {"a": 3.0, "b": 1.0}) == 0.75

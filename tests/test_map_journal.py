@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import fanflow as ff
-from fanflow._journal import JournalMismatchError
+from fanflow._bulk._journal import JournalMismatchError
 
 
 def rows(db: Path) -> list[tuple[Any, ...]]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import fanflow as ff
-from fanflow import _audit
 from fanflow._core._graph import check_graph
+from fanflow._policies import _audit
 
 CHAIN = 20_000
 

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 import fanflow as ff
 from fanflow._cli.workflow import report as report_command
-from fanflow._result import AttemptRecord, FanInResult, TaskResult
-from fanflow._types import Status
-from fanflow._usage import ModelUsage, Usage
+from fanflow._core._result import AttemptRecord, FanInResult, TaskResult
+from fanflow._core._types import Status
+from fanflow._core._usage import ModelUsage, Usage
 from fanflow._workflow._report import LEFT, WIDTH, ReportError, render_html, run_report
 
 T0 = 1_750_000_000.0

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import fanflow as ff
-from fanflow._jsonable import to_jsonable
+from fanflow._core._jsonable import to_jsonable
 
 from .conftest import ticks
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from fanflow import _shell
-from fanflow._shell import ShellError, ShellTimeoutError, run_shell
+from fanflow._shell import _run as _shell
+from fanflow._shell._run import ShellError, ShellTimeoutError, run_shell
 
 from .conftest import running
 

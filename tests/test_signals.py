@@ -94,7 +94,7 @@ def test_fanflow_run_signal_stops_every_job_and_grandchild(tmp_path: Path, sig: 
 LIBRARY = """
 import asyncio, functools, sys
 import fanflow as ff
-from fanflow._shell import run_shell
+from fanflow._shell._run import run_shell
 
 async def main():
     tasks = [ff.Task(f"t{{i}}", functools.partial(run_shell, {job!r})) for i in range(3)]

@@ -13,10 +13,10 @@ from click.testing import CliRunner
 
 import fanflow as ff
 from fanflow._cli import main
-from fanflow._plan import Plan, Subtask, _check
 from fanflow._template import Template, TemplateError, quoted_placeholders
 from fanflow._workflow import WorkflowError, build, load
 from fanflow.llm import Completion, TokenUsage, register_provider
+from fanflow.llm._plan import Plan, Subtask, _check
 
 _MODULES = itertools.count()
 PROMPTS: list[str] = []

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import fanflow as ff
-from fanflow._threads import WorkerThreads
+from fanflow._core._threads import WorkerThreads
 
 
 def _python(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

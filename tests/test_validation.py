@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import fanflow as ff
-from fanflow._validate import check_callable, check_choice, check_instance, check_number
+from fanflow._core._validate import check_callable, check_choice, check_instance, check_number
 
 
 class _Model:
@@ -168,7 +168,7 @@ async def test_bad_arguments_to_verbs_raise_the_right_kind(
 
 
 def test_audit_mode_is_checked() -> None:
-    from fanflow._audit import check_before_run
+    from fanflow._policies._audit import check_before_run
 
     with pytest.raises(TypeError, match=r"audit must be one of .*; got 1"):
         check_before_run([], 1)  # type: ignore[arg-type]

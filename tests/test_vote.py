@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fanflow as ff
-from fanflow._vote import betainc, default_key
+from fanflow._policies._vote import betainc, default_key
 
 from .conftest import run_isolated, ticks
 

@@ -13,13 +13,13 @@ import inspect
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, Unpack
 
-from ._audit import MutationWatch, check_before_run
 from ._core._driver import Driver
 from ._core._graph import NeedsGraph
+from ._core._result import FanInResult, TaskResult, _strategy_failed
 from ._core._sources import Collect, ListSource, Sink, Stream
+from ._core._task import Task
 from ._options import FanOutOptions, Resolved, resolve
-from ._result import FanInResult, TaskResult, _strategy_failed
-from ._task import Task
+from ._policies._audit import MutationWatch, check_before_run
 
 __all__ = ["as_completed", "fan_out", "run"]
 

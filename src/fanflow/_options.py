@@ -35,12 +35,12 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any, Literal, TypedDict
 
 from ._core._driver import Settings
-from ._events import Event
-from ._hedge import Hedge
-from ._limits import AdaptiveConcurrency, RateLimit
-from ._retry import Retry
-from ._strategies import BestEffort, Strategy
-from ._task import _check_timeout
+from ._core._events import Event
+from ._core._task import _check_timeout
+from ._policies._hedge import Hedge
+from ._policies._limits import AdaptiveConcurrency, RateLimit
+from ._policies._retry import Retry
+from ._policies._strategies import BestEffort, Strategy
 from .executors._base import Executor
 
 __all__ = ["DEFAULTS", "FanOutOptions", "Resolved", "resolve"]

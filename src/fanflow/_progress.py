@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ._events import Event, FanOutFinished, TaskFinished, TaskStarted
+from ._core._events import Event, FanOutFinished, TaskFinished, TaskStarted
 
 __all__ = ["ProgressBar"]
 

@@ -31,8 +31,8 @@ import jinja2
 from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from ._aggregate import _as_text, _Framer
-from ._exceptions import TemplateError
+from ._core._exceptions import TemplateError
+from .llm._aggregate import _as_text, _Framer
 
 __all__ = ["Reference", "Template", "TemplateError", "is_template", "quoted_placeholders"]
 

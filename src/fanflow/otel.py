@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ._events import Event, FanOutFinished
+from ._core._events import Event, FanOutFinished
 
 __all__ = ["Tracing"]
 

@@ -216,8 +216,8 @@ async def _run(
     joblog: Path | None,
 ) -> int:
     import fanflow as ff
-    from fanflow._journal import JournalMismatchError
-    from fanflow._shell import ShellError, ShellOutput, ShellTimeoutError, run_shell
+    from fanflow._bulk._journal import JournalMismatchError
+    from fanflow._shell._run import ShellError, ShellOutput, ShellTimeoutError, run_shell
 
     outputs: dict[int, ShellOutput] = {}
     arguments: dict[int, str] = {}

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .._simulator import Latency, Script, SimConfig
+from ..testing._simulator import Latency, Script, SimConfig
 
 
 def _parse_script(text: str) -> Script:
@@ -98,7 +98,7 @@ def simulate(
     distributions, latency and failures are drawn at the given rates, and
     every response's model name starts with 'simulated:'.
     """
-    from .._simulator import _need_aiohttp, serve
+    from ..testing._simulator import _need_aiohttp, serve
 
     try:
         _need_aiohttp()

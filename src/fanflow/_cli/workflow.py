@@ -144,7 +144,7 @@ async def _run(plan: Any) -> tuple[int, dict[str, Any]]:
 
     import fanflow as ff
 
-    from .._usage import collect_usage, combine_usage
+    from .._core._usage import collect_usage, combine_usage
     from .._workflow._report import run_report
 
     console = Console()

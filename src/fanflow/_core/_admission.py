@@ -9,20 +9,30 @@ is later waits on a timer, counted as running (it holds its place).
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Any
 
-from .._exceptions import RateLimited
-from .._types import Status
+from ._exceptions import RateLimited
 from ._records import Attempt, TaskState
+from ._types import Status
 
-__all__ = ["Admission"]
+__all__ = ["Admission", "server_wait"]
 
 
-def _server_wait(error: BaseException | None) -> float | None:
-    from .._retry import server_wait
+def server_wait(error: BaseException | None) -> float | None:
+    """The wait a server asked for on ``error`` (its ``retry_after``), or ``None``.
 
-    return server_wait(error)
+    A value that is not a finite number >= 0 (``inf``, ``nan``, negative, a
+    string) is no usable hint: a broken or hostile header must not park a
+    task, or every fan-out sharing a rate limit, forever.
+    """
+    value = getattr(error, "retry_after", None)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not math.isfinite(value) or value < 0:
+        return None
+    return float(value)
 
 
 class Admission:
@@ -77,7 +87,7 @@ class Admission:
         elif isinstance(error, RateLimited) or status is Status.TIMEOUT:
             if adaptive is not None:
                 adaptive.on_overload(attempt.started, end)
-            retry_after = _server_wait(error)
+            retry_after = server_wait(error)
             if self.rate_limit is not None and retry_after:
                 # The pause is no longer than the task itself would wait.
                 policy = attempt.state.retry

@@ -36,19 +36,19 @@ import warnings
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
-from .._events import Event, FanOutFinished, TaskFinished, TaskHedged, TaskRetrying, TaskStarted
-from .._result import AttemptRecord, FanInResult, TaskResult
-from .._task import Task, fill_refs
-from .._threads import TaskExit
-from .._types import Status
-from .._usage import _ATTEMPT_KEY, _LEDGER, _Ledger
 from ..executors._base import Executor, ExecutorSession
 from ._admission import Admission
+from ._events import Event, FanOutFinished, TaskFinished, TaskHedged, TaskRetrying, TaskStarted
 from ._graph import NeedsGraph
 from ._hedging import HedgeController
 from ._records import Attempt, TaskState
+from ._result import AttemptRecord, FanInResult, TaskResult
 from ._retrying import RetryTimers
 from ._sources import AsyncSource, Collect, ListSource, Sink, Source
+from ._task import Task, fill_refs
+from ._threads import TaskExit
+from ._types import Status
+from ._usage import _ATTEMPT_KEY, _LEDGER, _Ledger
 
 __all__ = ["Driver", "Settings"]
 
@@ -768,7 +768,7 @@ class Driver:
                 if self._hedging is not None:
                     self._hedging.warn_if_never_armed(stacklevel=4)
                 if self._watch is not None and self.audit is not None and self.audit.mutations:
-                    from .._audit import HiddenDependencyWarning
+                    from ._exceptions import HiddenDependencyWarning
 
                     warnings.warn(str(self.audit), HiddenDependencyWarning, stacklevel=2)
                 if self._emitting:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
-from .._types import Status
+from ._types import Status
 
 __all__ = ["NeedsGraph", "check_graph"]
 

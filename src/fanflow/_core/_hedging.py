@@ -18,11 +18,49 @@ import math
 import warnings
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from .._hedge import Hedge, _LatencyWindow
 from ._records import Attempt
 
+if TYPE_CHECKING:
+    from .._policies._hedge import Hedge
+
 __all__ = ["HedgeController"]
+
+
+class _LatencyWindow:
+    """The most recent ``size`` latencies, kept sorted for percentile queries."""
+
+    __slots__ = ("_order", "_size", "_sorted")
+
+    def __init__(self, size: int = 1000) -> None:
+        self._size = size
+        self._order: deque[float] = deque()
+        self._sorted: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self._sorted)
+
+    def add(self, value: float) -> None:
+        if len(self._order) == self._size:
+            old = self._order.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, old)]
+        self._order.append(value)
+        bisect.insort(self._sorted, value)
+
+    def count_at_least(self, value: float) -> int:
+        """How many kept latencies are >= ``value``."""
+        return len(self._sorted) - bisect.bisect_left(self._sorted, value)
+
+    def value_at(self, index: int) -> float:
+        """The ``index``-th smallest kept latency (0-based)."""
+        return self._sorted[index]
+
+    def percentile(self, p: float) -> float:
+        """The nearest-rank ``p``-th percentile (0 < p < 100)."""
+        data = self._sorted
+        rank = max(1, math.ceil(p / 100.0 * len(data)))
+        return data[rank - 1]
 
 
 class HedgeController:

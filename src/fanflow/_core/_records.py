@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from .._result import AttemptRecord, TaskResult
-from .._task import Task
-from .._types import Status
 from ..executors._base import Call
+from ._result import AttemptRecord, TaskResult
+from ._task import Task
+from ._types import Status
 
 if TYPE_CHECKING:
     from ._driver import Driver

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from .._types import Status
 from ._records import TaskState
+from ._types import Status
 
 __all__ = ["RetryTimers"]
 

@@ -17,9 +17,9 @@ import math
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 
-from .._result import TaskResult
-from .._task import Task
 from ._graph import NeedsGraph
+from ._result import TaskResult
+from ._task import Task
 
 __all__ = ["AsyncSource", "Collect", "IterSource", "ListSource", "Ordered", "Sink", "Stream"]
 

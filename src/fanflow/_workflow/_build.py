@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from .._core._graph import check_graph
-from .._retry import Retry
-from .._shell import run_shell
-from .._task import Ref, Task
+from .._core._task import Ref, Task
+from .._core._threads import TaskExit, run_sync
+from .._policies._retry import Retry
+from .._shell._run import run_shell
 from .._template import Mode, Template, TemplateError, is_template, quoted_placeholders
-from .._threads import TaskExit, run_sync
 from ._spec import Loaded, RetrySpec, TaskSpec, WorkflowError
 
 __all__ = ["Plan", "build"]
@@ -279,7 +279,7 @@ def build(loaded: Loaded) -> Plan:
         errors.sort(key=lambda e: e.line or 0)
         raise WorkflowError.combine(errors)
     tasks = [task for task in built if task is not None]
-    from .._audit import audit
+    from .._policies._audit import audit
 
     report = audit(tasks, needs)
     if report.conflicts:

@@ -18,9 +18,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from .._exceptions import ReportError
-from .._jsonable import to_jsonable
-from .._result import FanInResult
+from .._core._exceptions import ReportError
+from .._core._jsonable import to_jsonable
+from .._core._result import FanInResult
 
 __all__ = ["ReportError", "render_html", "run_report"]
 

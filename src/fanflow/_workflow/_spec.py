@@ -21,13 +21,13 @@ from pydantic import (
     model_validator,
 )
 
-from .._exceptions import WorkflowError
-from .._hedge import Hedge
-from .._limits import RateLimit
+from .._core._exceptions import WorkflowError
 from .._options import DEFAULT_CONCURRENCY
-from .._retry import Retry
-from .._strategies import AllOrNothing, BestEffort, FirstN, Strategy
-from .._vote import Vote
+from .._policies._hedge import Hedge
+from .._policies._limits import RateLimit
+from .._policies._retry import Retry
+from .._policies._strategies import AllOrNothing, BestEffort, FirstN, Strategy
+from .._policies._vote import Vote
 
 __all__ = [
     "MAX_BYTES",

@@ -7,7 +7,7 @@ import functools
 import math
 from typing import Any
 
-from .._threads import WorkerThreads
+from .._core._threads import WorkerThreads
 from ._base import Call, Executor, ExecutorSession
 
 __all__ = ["Async", "Threads"]

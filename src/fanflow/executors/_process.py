@@ -25,7 +25,7 @@ import sys
 from collections import deque
 from typing import Any
 
-from .._exceptions import RemoteError, RemoteTraceback
+from .._core._exceptions import RemoteError, RemoteTraceback
 from ._base import Call, Executor, ExecutorSession
 from ._framing import PARENT_ENV, Decoder, encode
 
@@ -80,7 +80,7 @@ class _Worker:
     __slots__ = ("broken", "decoder", "fut", "name", "out", "proc", "started")
 
     def __init__(self) -> None:
-        from .._signals import track
+        from .._shell._signals import track
 
         env = dict(os.environ)
         # The worker imports what the parent can: the same module search path.
@@ -128,7 +128,7 @@ class _Worker:
         return f"exit code {code}"
 
     def kill(self) -> None:
-        from .._signals import untrack
+        from .._shell._signals import untrack
 
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)

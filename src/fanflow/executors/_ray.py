@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
-from .._exceptions import PermanentError, TransientError
+from .._core._exceptions import PermanentError, TransientError
 from ._base import Call, Executor, ExecutorSession
 
 __all__ = ["Ray"]

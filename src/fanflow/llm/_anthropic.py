@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .._exceptions import PermanentError, ServiceError, TransientError
+from .._core._exceptions import PermanentError, ServiceError, TransientError
 from ._base import Completion, Message, TokenUsage, _Metered, estimate_tokens, to_messages
 from ._errors import RETRY_AFTER_CEILING, from_status, redact_keys
 from ._sdk import PROVIDER_KEY, SDKChat, _ProviderKey, _usage_tokens

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, cast, runtime_checkable
 
-from .._usage import _PROBE, begin_request, probe
+from .._core._usage import _PROBE, begin_request, probe
 
 __all__ = [
     "LLM",

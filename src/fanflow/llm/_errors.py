@@ -38,7 +38,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 
-from .._exceptions import PermanentError, RateLimited, ServiceError, TransientError
+from .._core._exceptions import PermanentError, RateLimited, ServiceError, TransientError
 
 __all__ = [
     "RETRY_AFTER_CEILING",

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, Self
 from urllib.parse import urlsplit
 
-from .._exceptions import PermanentError, ServiceError, TransientError
+from .._core._exceptions import PermanentError, ServiceError, TransientError
 from ._errors import RETRY_AFTER_CEILING, bad_body, redact_keys
 
 __all__ = ["PROVIDER_KEY", "SDKChat"]

@@ -6,8 +6,8 @@ import re
 from collections.abc import Hashable, Sequence
 from typing import Any
 
-from .._retry import Retry
-from .._task import Task
+from .._core._task import Task
+from .._policies._retry import Retry
 from ._base import LLM, Message, estimate_tokens
 
 __all__ = ["answer_line", "last_number", "prompt_task"]

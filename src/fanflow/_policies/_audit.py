@@ -27,9 +27,9 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
-from ._exceptions import HiddenDependencyError, HiddenDependencyWarning
-from ._task import Task
-from ._validate import check_choice
+from .._core._exceptions import HiddenDependencyError, HiddenDependencyWarning
+from .._core._task import Task
+from .._core._validate import check_choice
 
 __all__ = [
     "AuditReport",

@@ -8,12 +8,10 @@ other. That cuts the tail for about 5 % extra requests.
 
 from __future__ import annotations
 
-import bisect
 import math
 import re
-from collections import deque
 
-from ._validate import check_number
+from .._core._validate import check_number
 
 __all__ = ["Hedge"]
 
@@ -82,38 +80,3 @@ class Hedge:
     def budget(self, n_tasks: int) -> int:
         """How many hedges a fan-out of ``n_tasks`` may launch."""
         return math.floor(self.max_extra * n_tasks + 1e-9)
-
-
-class _LatencyWindow:
-    """The most recent ``size`` latencies, kept sorted for percentile queries."""
-
-    __slots__ = ("_order", "_size", "_sorted")
-
-    def __init__(self, size: int = 1000) -> None:
-        self._size = size
-        self._order: deque[float] = deque()
-        self._sorted: list[float] = []
-
-    def __len__(self) -> int:
-        return len(self._sorted)
-
-    def add(self, value: float) -> None:
-        if len(self._order) == self._size:
-            old = self._order.popleft()
-            del self._sorted[bisect.bisect_left(self._sorted, old)]
-        self._order.append(value)
-        bisect.insort(self._sorted, value)
-
-    def count_at_least(self, value: float) -> int:
-        """How many kept latencies are >= ``value``."""
-        return len(self._sorted) - bisect.bisect_left(self._sorted, value)
-
-    def value_at(self, index: int) -> float:
-        """The ``index``-th smallest kept latency (0-based)."""
-        return self._sorted[index]
-
-    def percentile(self, p: float) -> float:
-        """The nearest-rank ``p``-th percentile (0 < p < 100)."""
-        data = self._sorted
-        rank = max(1, math.ceil(p / 100.0 * len(data)))
-        return data[rank - 1]

@@ -7,9 +7,10 @@ import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
-from ._retry import Retry
+if TYPE_CHECKING:
+    from .._policies._retry import Retry
 
 __all__ = ["Ref", "Task", "TaskFunction", "task"]
 
@@ -252,7 +253,10 @@ class Task:
             if not math.isfinite(tokens) or tokens < 0:
                 raise ValueError(f"task {name!r}: tokens must be finite and >= 0; got {tokens!r}")
         self.tokens = float(tokens)
-        if retry is not None and not isinstance(retry, Retry):
+        if retry is not None and not (
+            callable(getattr(retry, "should_retry", None))
+            and callable(getattr(retry, "delay", None))
+        ):
             raise TypeError(f"task {name!r}: retry must be an ff.Retry or None; got {retry!r}")
         self.has_refs = False
         if needs or args or kwargs:

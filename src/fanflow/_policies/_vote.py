@@ -7,10 +7,10 @@ import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
-from ._result import TaskResult
+from .._core._result import TaskResult
+from .._core._task import Task
+from .._core._validate import check_callable, check_choice, check_instance, check_number
 from ._strategies import Strategy, Verdict, _check_weights
-from ._task import Task
-from ._validate import check_callable, check_choice, check_instance, check_number
 
 __all__ = ["BetaStop", "Vote", "default_key"]
 

@@ -70,9 +70,9 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path
 
-    from ._audit import AuditReport
+    from .._policies._audit import AuditReport
+    from .._shell._run import ShellOutput
     from ._result import FanInResult
-    from ._shell import ShellOutput
 
 __all__ = [
     "FanOutError",

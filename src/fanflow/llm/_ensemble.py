@@ -5,18 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .._api import fan_out
+from .._core._result import FanInResult
+from .._core._validate import check_number
+from .._options import DEFAULT_CONCURRENCY, DEFAULTS, EventHandler, resolve
+from .._policies._hedge import Hedge
+from .._policies._limits import AdaptiveConcurrency, RateLimit
+from .._policies._retry import Retry
+from .._policies._vote import BetaStop, Vote
 from ._aggregate import deprecated_positional
-from ._api import fan_out
-from ._hedge import Hedge
-from ._limits import AdaptiveConcurrency, RateLimit
-from ._options import DEFAULT_CONCURRENCY, DEFAULTS, EventHandler, resolve
-from ._result import FanInResult
-from ._retry import Retry
-from ._validate import check_number
-from ._vote import BetaStop, Vote
 
 if TYPE_CHECKING:
-    from .llm import LLM, Message
+    from . import LLM, Message
 
 __all__ = ["ensemble"]
 
@@ -104,7 +104,7 @@ async def ensemble(
         StrategyFailed: no answer won (see :class:`Vote`).
         ValueError, TypeError: bad arguments.
     """
-    from .llm import from_uri, prompt_task
+    from . import from_uri, prompt_task
 
     if args:
         samples = deprecated_positional("ensemble", args, {"samples": samples}, {"samples": 5})[

@@ -15,15 +15,15 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Se
 from pathlib import Path
 from typing import Any
 
-from ._core._driver import Driver
-from ._core._sources import AsyncSource, IterSource, Ordered, Sink, Stream
+from .._core._driver import Driver
+from .._core._result import TaskResult
+from .._core._sources import AsyncSource, IterSource, Ordered, Sink, Stream
+from .._core._task import Task
+from .._options import DEFAULT_CONCURRENCY, EventHandler, ExecutorSpec, resolve
+from .._policies._limits import AdaptiveConcurrency, RateLimit
+from .._policies._retry import Retry
+from .._policies._strategies import Strategy, Verdict
 from ._journal import Journal
-from ._limits import AdaptiveConcurrency, RateLimit
-from ._options import DEFAULT_CONCURRENCY, EventHandler, ExecutorSpec, resolve
-from ._result import TaskResult
-from ._retry import Retry
-from ._strategies import Strategy, Verdict
-from ._task import Task
 
 __all__ = ["fan_map"]
 

@@ -17,19 +17,19 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Unpack
 
+from .._api import fan_out
+from .._core._exceptions import PlanError
+from .._core._graph import check_graph
+from .._core._result import FanInResult
+from .._core._task import Ref, Task
+from .._core._threads import TaskExit, run_sync
+from .._options import FanOutOptions
+from .._policies._audit import audit
 from ._aggregate import DEFAULT_CONFLICT_STRATEGY, Synthesis, synthesize
-from ._api import fan_out
-from ._audit import audit
-from ._core._graph import check_graph
-from ._exceptions import PlanError
-from ._options import FanOutOptions
-from ._result import FanInResult
-from ._task import Ref, Task
-from ._threads import TaskExit, run_sync
 
 if TYPE_CHECKING:
     # Jinja2 is imported when a plan is first checked, not with fanflow.
-    from ._template import Template
+    from .._template import Template
 
 __all__ = ["Plan", "PlanError", "Subtask", "ask", "plan"]
 
@@ -44,7 +44,7 @@ def _template(text: str, mode: Literal["prompt", "value"]) -> Template:
     Raises:
         TemplateError: a syntax error, an unknown name or filter.
     """
-    from ._template import Template
+    from .._template import Template
 
     return Template(text, mode, roots=("tasks",), titles=_TITLES, dashed=_DASHED.findall(text))
 
@@ -90,7 +90,7 @@ class Subtask:
 
     def refs(self) -> set[str]:
         """The subtasks whose values this one uses."""
-        from ._template import TemplateError
+        from .._template import TemplateError
 
         names: set[str] = set()
         for text in self.templates():
@@ -102,7 +102,7 @@ class Subtask:
 
     def templates(self) -> list[str]:
         """The prompt and the string arguments that hold template syntax."""
-        from ._template import is_template
+        from .._template import is_template
 
         texts = [self.prompt or "", *(v for v in self.args.values() if isinstance(v, str))]
         return [text for text in texts if is_template(text)]
@@ -156,7 +156,7 @@ def _check(
         return [], [f"the answer is not valid JSON ({exc.msg} at line {exc.lineno})"]
     from pydantic import ValidationError
 
-    from ._template import TemplateError
+    from .._template import TemplateError
 
     try:
         spec = _schema().model_validate(data)
@@ -274,7 +274,7 @@ class Plan:
     def _runner(self, sub: Subtask) -> Callable[..., Any]:
         llm, tools = self.llm, self.tools
 
-        from ._template import is_template
+        from .._template import is_template
 
         async def run(upstream: Mapping[str, Any]) -> Any:
             if sub.tool is not None:

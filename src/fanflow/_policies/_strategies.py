@@ -14,10 +14,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._result import TaskResult, coverage
-from ._task import Task
-from ._types import Status
-from ._validate import check_instance, check_number
+from .._core._result import TaskResult, coverage
+from .._core._task import Task
+from .._core._types import Status
+from .._core._validate import check_instance, check_number
 
 __all__ = ["AllOrNothing", "BestEffort", "FirstN", "Strategy", "Verdict"]
 

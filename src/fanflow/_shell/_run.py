@@ -18,8 +18,8 @@ import weakref
 from collections.abc import Iterator
 from typing import IO, Any
 
+from .._core._exceptions import ShellError, ShellTimeoutError
 from . import _signals
-from ._exceptions import ShellError, ShellTimeoutError
 
 __all__ = ["SPILL_AT", "ShellError", "ShellOutput", "ShellTimeoutError", "run_shell"]
 
@@ -433,7 +433,7 @@ async def run_shell(
     The command runs in a new session (its own process group). If the
     awaiting task is cancelled — a timeout, the strategy finishing, the
     caller giving up — the whole group gets SIGTERM, then SIGKILL after
-    :data:`fanflow._signals.GRACE` seconds, and is reaped before the
+    :data:`fanflow._shell._signals.GRACE` seconds, and is reaped before the
     cancellation goes on: no process is left behind. (A child that starts a
     session of its own leaves the group and is out of reach.)
 

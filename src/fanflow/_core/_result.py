@@ -11,7 +11,7 @@ from ._jsonable import error_to_dict, to_jsonable
 from ._types import Status
 
 if TYPE_CHECKING:
-    from ._audit import AuditReport
+    from .._policies._audit import AuditReport
     from ._usage import Usage
 
 __all__ = ["AttemptRecord", "FanInResult", "TaskResult", "confidence_level", "coverage"]
@@ -357,7 +357,7 @@ class FanInResult:
 
         Task errors appear as ``{"type", "message"}``; values JSON cannot
         encode are converted to the nearest JSON form or their ``repr``
-        (see :func:`fanflow._jsonable.to_jsonable`).
+        (see :func:`fanflow._core._jsonable.to_jsonable`).
         """
         return {
             "ok": self.ok,

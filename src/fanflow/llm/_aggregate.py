@@ -16,14 +16,14 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._jsonable import to_jsonable
-from ._result import FanInResult, TaskResult, confidence_level
-from ._retry import Retry
-from ._types import Status
-from ._validate import check_choice, check_instance, check_number
+from .._core._jsonable import to_jsonable
+from .._core._result import FanInResult, TaskResult, confidence_level
+from .._core._types import Status
+from .._core._validate import check_choice, check_instance, check_number
+from .._policies._retry import Retry
 
 if TYPE_CHECKING:
-    from .llm import LLM
+    from . import LLM
 
 __all__ = [
     "AGGREGATOR_TEMPLATE",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import threading
 
-from ._validate import check_number
+from .._core._validate import check_number
 
 __all__ = ["AdaptiveConcurrency", "RateLimit"]
 

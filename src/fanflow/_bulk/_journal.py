@@ -26,9 +26,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._exceptions import JournalError, JournalMismatchError
-from ._result import TaskResult
-from ._types import Status
+from .._core._exceptions import JournalError, JournalMismatchError
+from .._core._result import TaskResult
+from .._core._types import Status
 
 __all__ = ["Journal", "JournalError", "JournalMismatchError", "fingerprint"]
 

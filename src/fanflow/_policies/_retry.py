@@ -9,29 +9,14 @@ the strategy stops, and report each retry as an event.
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable
 
-from ._exceptions import PermanentError
-from ._validate import check_number
+from .._core._admission import server_wait
+from .._core._exceptions import PermanentError
+from .._core._validate import check_number
 
 __all__ = ["Retry"]
-
-
-def server_wait(error: BaseException | None) -> float | None:
-    """The wait a server asked for on ``error`` (its ``retry_after``), or ``None``.
-
-    A value that is not a finite number >= 0 (``inf``, ``nan``, negative, a
-    string) is no usable hint: a broken or hostile header must not park a
-    task, or every fan-out sharing a rate limit, forever.
-    """
-    value = getattr(error, "retry_after", None)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    if not math.isfinite(value) or value < 0:
-        return None
-    return float(value)
 
 
 def _positive(value: float, what: str) -> float:
