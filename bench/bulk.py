@@ -56,7 +56,7 @@ def bench_shell(runs: int = 5) -> list[Row]:
 
 CHILD = textwrap.dedent(
     """
-    import asyncio, resource, sys, time
+    import asyncio, sys, time
     import fanflow as ff
 
     n, journal = int(sys.argv[1]), (sys.argv[2] if len(sys.argv) > 2 else None)
@@ -71,7 +71,11 @@ CHILD = textwrap.dedent(
             count += r.ok
         took = time.perf_counter() - t0
         assert count == n
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so a child
+        # of a big bench process would report its parent's peak.
+        with open("/proc/self/status") as status:
+            hwm = next(line for line in status if line.startswith("VmHWM:"))
+        rss = int(hwm.split()[1]) / 1024
         print(f"{n / took:.0f} {rss:.1f}")
 
     asyncio.run(main())

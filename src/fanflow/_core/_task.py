@@ -92,17 +92,23 @@ class Ref:
         return f"Ref({', '.join(repr(p) for p in (self.task, *self.path))})"
 
 
+_SCANNED = frozenset((list, tuple, dict))
+
+
 def _refs_in(value: Any, found: list[Ref]) -> None:
-    """Collect the :class:`Ref` objects in ``value`` (through lists, tuples and dicts)."""
-    kind = type(value)
-    if kind is Ref:
-        found.append(value)
-    elif kind is list or kind is tuple:
-        for item in value:
-            _refs_in(item, found)
-    elif kind is dict:
-        for item in value.values():
-            _refs_in(item, found)
+    """Collect the :class:`Ref` objects in ``value`` (through lists, tuples and dicts).
+
+    One loop, no recursion: a deep structure cannot overflow the stack, and
+    a task's arguments cost one call to scan.
+    """
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        kind = type(item)
+        if kind is Ref:
+            found.append(item)
+        elif kind in _SCANNED:
+            todo.extend(reversed(item.values() if kind is dict else item))
 
 
 def fill_refs(value: Any, values: Mapping[str, Any]) -> Any:
@@ -276,7 +282,7 @@ class Task:
         refs: list[Ref] = []
         _refs_in(args, refs)
         if kwargs:
-            _refs_in(dict(kwargs), refs)
+            _refs_in(list(kwargs.values()), refs)
         self.has_refs = bool(refs)
         # Distinct, in the order given, then the order referenced.
         return tuple(dict.fromkeys([*given, *(ref.task for ref in refs)]))
