@@ -82,9 +82,11 @@ def test_output_of_a_job_is_never_interleaved() -> None:
 
 def test_exit_status_says_whether_every_job_succeeded() -> None:
     assert fanflow("map", "exit {}", ":::", "0", "0").returncode == 0
-    failed = fanflow("map", "exit {}", ":::", "0", "3", "0")
-    assert failed.returncode == 1
-    assert "failed: command exited with status 3" in failed.stderr
+    # GNU parallel's exit status: the number of failed jobs, 101 past 100.
+    assert fanflow("map", "exit {}", ":::", "0", "3", "0").returncode == 1
+    assert fanflow("map", "exit {}", ":::", "1", "2", "3").returncode == 3
+    many = fanflow("map", "exit 1", ":::", *[str(i) for i in range(105)])
+    assert many.returncode == 101
 
 
 def test_timeout_kills_a_job_and_the_children_it_spawned(tmp_path: Path) -> None:
@@ -93,7 +95,7 @@ def test_timeout_kills_a_job_and_the_children_it_spawned(tmp_path: Path) -> None
     started = time.monotonic()
     out = fanflow("map", "--timeout", "0.5", cmd, ":::", "x")
     assert time.monotonic() - started < 20
-    assert out.returncode == 1 and "timed out after 0.5 s" in out.stderr
+    assert out.returncode == 1 and "killed because it timed out" in out.stderr
     pid = int(pidfile.read_text())
     time.sleep(0.2)
     assert not running(pid)
@@ -146,24 +148,29 @@ def test_joblog_and_journal(tmp_path: Path) -> None:
     assert "2 jobs were already done" in second.stderr
     other = fanflow("map", "--journal", str(db), "ls {}", ":::", "a")
     assert (
-        other.returncode == 2 and "another job" in other.stderr and "Traceback" not in other.stderr
+        other.returncode == 255
+        and "another job" in other.stderr
+        and "Traceback" not in other.stderr
     )
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["map", "echo", "a", "b"], "':::'"),
+        (["map", "--tagg", "echo", ":::", "a"], "fanflow map does not support --tagg yet"),
         (["map", "--first", "1", "--halt-on-fail", "echo", ":::", "a"], "cannot be used together"),
-        (["map", "-j", "0", "echo", ":::", "a"], "-j"),
+        (["map", "-j", "x", "echo", ":::", "a"], "-j"),
         (["map", "--timeout", "-1", "echo", ":::", "a"], "--timeout"),
-        (["map", "--timeout", "nan", "echo", ":::", "a"], "finite"),
-        (["map", "--timeout", "inf", "echo", ":::", "a"], "finite"),
+        (["map", "--timeout", "nan", "echo", ":::", "a"], "--timeout"),
+        (["map", "--timeout", "inf", "echo", ":::", "a"], "--timeout"),
+        (["map", "--halt", "later", "echo", ":::", "a"], "--halt"),
+        (["map", "-j"], "-j needs a value"),
     ],
 )
-def test_usage_errors_exit_2_without_a_traceback(args: list[str], message: str) -> None:
+def test_usage_errors_exit_255_without_a_traceback(args: list[str], message: str) -> None:
+    # GNU parallel's status for a usage error is 255.
     out = fanflow(*args)
-    assert out.returncode == 2 and message in out.stderr
+    assert out.returncode == 255 and message in out.stderr
     assert "Traceback" not in out.stderr
 
 
@@ -173,7 +180,7 @@ def test_a_file_in_a_missing_folder_is_a_one_line_error_before_any_job(
 ) -> None:
     ran = tmp_path / "ran"
     out = fanflow("map", option, str(tmp_path / "nowhere" / "f"), f"touch {ran}", ":::", "a")
-    assert out.returncode == 2 and "nowhere" in out.stderr
+    assert out.returncode == 255 and "nowhere" in out.stderr
     assert len(out.stderr.splitlines()) == 1 and "Traceback" not in out.stderr
     assert not ran.exists()
 
@@ -188,7 +195,7 @@ def test_an_empty_argument_is_a_job() -> None:
 def test_a_timed_out_job_prints_what_it_printed() -> None:
     out = fanflow("map", "--timeout", "0.5", "echo partial {}; sleep 30", ":::", "x")
     assert out.returncode == 1 and out.stdout == "partial x\n"
-    assert "timed out after 0.5 s" in out.stderr
+    assert "killed because it timed out" in out.stderr
 
 
 MEASURE = """
@@ -217,3 +224,64 @@ def test_a_large_output_goes_through_a_file_not_memory(tmp_path: Path) -> None:
     code, total, peak_kib = map(int, out.stdout.split())
     assert code == 0 and total == size
     assert peak_kib < 100 * 1024, f"peak RSS {peak_kib} KiB"
+
+
+def test_gnu_forms_unquoted_combinations_and_positions() -> None:
+    out = fanflow("map", "-k", "echo", "{2}", "{1}", ":::", "a", "b", ":::", "1", "2")
+    assert out.returncode == 0 and out.stdout == "1 a\n2 a\n1 b\n2 b\n"
+    tagged = fanflow("map", "-k", "--tag", "echo", "x", ":::", "a", "b")
+    assert tagged.stdout == "a\tx a\nb\tx b\n"
+    dry = fanflow("map", "--dry-run", "rm", ":::", "a b", "c")
+    assert dry.returncode == 0 and dry.stdout == "rm 'a b'\nrm c\n"
+
+
+def test_retries_are_tries_in_all_and_the_joblog_is_gnus(tmp_path: Path) -> None:
+    counter, log = tmp_path / "tries", tmp_path / "log"
+    out = fanflow(
+        "map", "--retries", "3", "--joblog", str(log), f"echo . >> {counter}; false", ":::", "x"
+    )
+    assert out.returncode == 1
+    assert counter.read_text().count(".") == 3  # GNU: --retries 3 is 3 tries in all
+    fields = log.read_text().splitlines()[1].split("\t")
+    assert len(fields[3]) == 10 and fields[6:8] == ["1", "0"]  # JobRuntime padded to 10
+    # --joblog FILE starts afresh; +FILE appends.
+    fanflow("map", "--joblog", str(log), "true", ":::", "y")
+    assert len(log.read_text().splitlines()) == 2
+    fanflow("map", "--joblog", f"+{log}", "true", ":::", "z")
+    assert len(log.read_text().splitlines()) == 3
+
+
+def test_a_timed_out_job_is_logged_as_gnu_logs_it(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    out = fanflow("map", "--timeout", "0.3", "--joblog", str(log), "sleep", ":::", "5")
+    assert out.returncode == 1
+    assert log.read_text().splitlines()[1].split("\t")[6:8] == ["-1", "15"]
+
+
+def test_halt_now_and_soon(tmp_path: Path) -> None:
+    now = fanflow("map", "-j2", "--halt", "now,fail=1", "sleep {}; exit 4", ":::", "0.1", "3")
+    assert now.returncode == 4  # the failing job's own status
+    soon = fanflow(
+        "map",
+        "-j2",
+        "--halt",
+        "soon,fail=1",
+        "sleep {}; echo {}; exit 5",
+        ":::",
+        "0.6",
+        "0.1",
+        "0.1",
+        "0.1",
+    )
+    # The failing job stops new starts; the job still running finishes and prints.
+    assert soon.returncode == 5 and "0.6" in soon.stdout.split()
+    assert soon.stdout.split().count("0.1") == 1
+
+
+def test_resume_skips_what_the_joblog_recorded(tmp_path: Path) -> None:
+    log, ran = tmp_path / "log", tmp_path / "ran"
+    cmd = f"echo {{}} >> {ran}; test {{}} != b"
+    assert fanflow("map", "-k", "--joblog", str(log), cmd, ":::", "a", "b", "c").returncode == 1
+    again = fanflow("map", "-k", "--resume-failed", "--joblog", str(log), cmd, ":::", "a", "b", "c")
+    assert again.returncode == 1
+    assert ran.read_text().split() == ["a", "b", "c", "b"]  # only the failed one ran again

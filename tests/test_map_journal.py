@@ -163,12 +163,12 @@ def test_cli_changed_argument_is_an_error_naming_the_job(tmp_path: Path) -> None
     before, ran_before = rows(db), ran.read_text()
     out = fanflow("map", "--journal", str(db), cmd, ":::", "a", "x", "c", "d")
     err = out.stderr.decode()
-    assert out.returncode == 2 and "Traceback" not in err
+    assert out.returncode == 255 and "Traceback" not in err
     assert "job 2" in err and "'x'" in err and "'b'" in err
     assert rows(db) == before and ran.read_text() == ran_before  # nothing ran
     # From stdin the check comes as the input is read; still an error, still nothing lost.
     piped = fanflow("map", "--journal", str(db), cmd, stdin=b"a\nb\nz\n")
-    assert piped.returncode == 2 and b"job 3" in piped.stderr and rows(db) == before
+    assert piped.returncode == 255 and b"job 3" in piped.stderr and rows(db) == before
 
 
 def test_cli_non_utf8_argument_is_journaled_and_replayed(tmp_path: Path) -> None:

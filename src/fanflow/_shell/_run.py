@@ -328,7 +328,7 @@ class _Child:
 
 
 async def _run_pidfd(
-    command: str,
+    argv: list[str],
     cwd: str | None,
     env: dict[str, str] | None,
     timeout: float | None,
@@ -341,7 +341,7 @@ async def _run_pidfd(
     try:
         # A fork in the loop thread, as asyncio's own subprocesses do.
         proc = subprocess.Popen(  # noqa: ASYNC220
-            ["/bin/sh", "-c", command], cwd=cwd, env=env, **_PIPES_AND_SESSION
+            argv, cwd=cwd, env=env, **_PIPES_AND_SESSION
         )
     finally:
         # Held until the next loop turn: the next fork waits for a poll.
@@ -379,7 +379,7 @@ async def _pump(stream: asyncio.StreamReader | None, sink: _Capture) -> None:
 
 
 async def _run_asyncio(
-    command: str,
+    argv: list[str],
     cwd: str | None,
     env: dict[str, str] | None,
     timeout: float | None,
@@ -388,7 +388,7 @@ async def _run_asyncio(
 ) -> int:
     async with _spawn_gate():
         spawn = asyncio.ensure_future(
-            asyncio.create_subprocess_shell(command, cwd=cwd, env=env, **_PIPES_AND_SESSION)
+            asyncio.create_subprocess_exec(*argv, cwd=cwd, env=env, **_PIPES_AND_SESSION)
         )
         try:
             proc = await asyncio.shield(spawn)
@@ -427,8 +427,9 @@ async def run_shell(
     cwd: str | None = None,
     env: dict[str, str] | None = None,
     timeout: float | None = None,
+    shell: str = "/bin/sh",
 ) -> ShellOutput:
-    """Run ``command`` with ``/bin/sh -c`` and capture its output.
+    """Run ``command`` with ``/bin/sh -c`` (or ``shell -c``) and capture its output.
 
     The command runs in a new session (its own process group). If the
     awaiting task is cancelled — a timeout, the strategy finishing, the
@@ -453,7 +454,7 @@ async def run_shell(
     run = _run_pidfd if _HAVE_PIDFD else _run_asyncio
     out, err = _Capture(), _Capture()
     try:
-        code = await run(command, cwd, env, timeout, out, err)
+        code = await run([shell, "-c", command], cwd, env, timeout, out, err)
     except TimeoutError as exc:
         if timeout is None:
             out.close()
