@@ -18,16 +18,25 @@ def _wall(cmd: list[str], stdin: str, runs: int) -> float:
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        subprocess.run(cmd, input=stdin, text=True, stdout=subprocess.DEVNULL, check=True)
+        subprocess.run(
+            cmd, input=stdin, text=True, stdout=subprocess.DEVNULL, check=True, env=_SAME_SHELL
+        )
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+# fanflow map and GNU parallel run jobs under $SHELL; xargs is given sh -c.
+# The same shell for all three, so that the rows compare the runners, not
+# bash's start-up (about twice dash's) against sh's.
+_SAME_SHELL = {**os.environ, "SHELL": "/bin/sh"}
 
 
 def bench_shell(runs: int = 5) -> list[Row]:
     """Per-job wall time on the same jobs, side by side.
 
     Every runner starts a shell per job (fanflow and GNU parallel always do;
-    xargs is given ``sh -c`` so that it does the same work).
+    xargs is given ``sh -c`` so that it does the same work), the same
+    shell: ``SHELL=/bin/sh`` for all three.
     """
     rows: list[Row] = []
     parallel = shutil.which("parallel")

@@ -71,18 +71,22 @@ _FLAGS = {
     "-m": "context_m",
     "-X": "context_x",
     "--dry-run": "dry_run",
+    "--dryrun": "dry_run",
     "--tag": "tag",
     "-v": "verbose",
-    "--verbose": "verbose",
+    "-t": "trace",
+    "--verbose": "trace",
     "-q": "quote",
     "--quote": "quote",
     "-0": "null",
     "--null": "null",
+    "--line-buffer": "line_buffer",
+    "--linebuffer": "line_buffer",
+    "--lb": "line_buffer",
     "--resume": "resume",
     "--resume-failed": "resume_failed",
     "--bar": "bar",
     "--eta": "bar",
-    "--progress": "bar",
     "--halt-on-fail": "halt_on_fail",
     "--group": None,
     "--will-cite": None,
@@ -130,6 +134,8 @@ class MapArgs:
     dry_run: bool = False
     tag: bool = False
     verbose: bool = False
+    trace: bool = False
+    line_buffer: bool = False
     quote: bool = False
     null: bool = False
     resume: bool = False
@@ -159,6 +165,16 @@ def parse(argv: list[str]) -> MapArgs:
         if not word.startswith("--") and len(word) > 2 and word[:2] in _VALUED:
             # -j8, -N2: a short option with its value attached.
             name, eq, attached = word[:2], "=", word[2:]
+        elif (
+            not word.startswith("--") and len(word) > 2 and all(f"-{c}" in _FLAGS for c in word[1:])
+        ):
+            # -q0, -kv: bundled short flags.
+            for c in word[1:]:
+                field = _FLAGS[f"-{c}"]
+                if field is not None:
+                    setattr(out, field, True)
+            i += 1
+            continue
         if name in _FLAGS:
             if eq:
                 raise GnuUsageError(f"{name} takes no value; got {word!r}")

@@ -206,7 +206,8 @@ def _job_arguments(spec: _gnu.MapArgs, jobs: int) -> tuple[Iterator[list[str]], 
     known = all(s.values is not None for s in sources)
     # Files are opened now: a missing one is an error before any job runs.
     for source in sources:
-        if source.path is not None and source.path != "-" and not os.path.isfile(source.path):
+        # Any readable path: a file, or a pipe such as bash's <(seq 6).
+        if source.path is not None and source.path != "-" and not os.path.exists(source.path):
             raise _Fatal(f"{source.path}: no such file")
     streams = [_source_values(s, separator) for s in sources]
     records: Iterator[list[str]] = _gnu.combine(streams, [s.linked for s in sources], spec.link)
@@ -215,10 +216,13 @@ def _job_arguments(spec: _gnu.MapArgs, jobs: int) -> tuple[Iterator[list[str]], 
             column = re.compile(spec.colsep)
         except re.error as exc:
             raise _Fatal(f"--colsep {spec.colsep!r}: {exc}") from None
-        records = ([c for value in r for c in column.split(value)] for r in records)
-    group = _number("-N", spec.exact_args, integer=True, minimum=1) or _number(
-        "-n", spec.max_args, integer=True, minimum=1
-    )
+        # Columns are trimmed of blanks around them, as GNU's --colsep does.
+        records = ([c.strip(" \t") for value in r for c in column.split(value)] for r in records)
+    exact = _number("-N", spec.exact_args, integer=True, minimum=0)
+    group = exact if exact is not None else _number("-n", spec.max_args, integer=True, minimum=0)
+    if group == 0:
+        # -N0: one input line per job, none of it put in the command (GNU).
+        return ([] for _ in records), known
     if spec.context_m or spec.context_x:
         # All the arguments, spread evenly over the job slots (they fit on
         # one command line here), as GNU parallel's -m and -X do.
@@ -239,9 +243,7 @@ def _job_arguments(spec: _gnu.MapArgs, jobs: int) -> tuple[Iterator[list[str]], 
                     yield batch
                     batch = []
             if batch:
-                if spec.exact_args is not None:
-                    batch += [""] * (size - len(batch))  # -N: missing ones are empty
-                yield batch
+                yield batch  # a short last group: {n} past its end is empty
 
         return grouped(), known
     return records, known
@@ -629,6 +631,10 @@ def _report(
     timed_out = isinstance(result.error, ShellTimeoutError)
     if spec.verbose and command is not None:
         sys.stdout.buffer.write(os.fsencode(command) + b"\n")
+    if spec.trace and command is not None:
+        # -t / --verbose: the command on stderr, as GNU prints it.
+        sys.stderr.buffer.write(os.fsencode(command) + b"\n")
+        sys.stderr.buffer.flush()
     if output is not None:
         tag = os.fsencode(" ".join(args if args is not None else [result.name]) + "\t")
         _emit(output, tag if spec.tag else None)
@@ -723,6 +729,7 @@ class _Progress:
     """A progress bar on stderr (rich), for terminals only."""
 
     def __init__(self, total: int | None) -> None:
+        from rich.console import Console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -731,6 +738,7 @@ class _Progress:
             TimeElapsedColumn,
         )
 
+        # On stderr, as GNU's --bar: stdout holds the jobs' output only.
         self._bar = Progress(
             TextColumn("fanflow map"),
             BarColumn(),
@@ -738,6 +746,7 @@ class _Progress:
             TextColumn("{task.fields[failed]} failed"),
             TimeElapsedColumn(),
             transient=True,
+            console=Console(stderr=True),
         )
         self._task = self._bar.add_task("jobs", total=total, failed=0)
         self._bar.start()
