@@ -285,3 +285,20 @@ def test_resume_skips_what_the_joblog_recorded(tmp_path: Path) -> None:
     again = fanflow("map", "-k", "--resume-failed", "--joblog", str(log), cmd, ":::", "a", "b", "c")
     assert again.returncode == 1
     assert ran.read_text().split() == ["a", "b", "c", "b"]  # only the failed one ran again
+
+
+def test_hedge_races_a_copy_of_a_straggler(tmp_path: Path) -> None:
+    # Job 1 stalls on its first try only; a hedged copy finishes it, and the
+    # stalled one is stopped (the whole run takes far less than the stall).
+    marker = tmp_path / "stalled"
+    cmd = f"if [ {{}} = 1 ] && [ ! -e {marker} ]; then touch {marker}; sleep 30; fi; echo {{}}"
+    out = fanflow("map", "-j4", "--hedge", "0.3", cmd, ":::", *[str(i) for i in range(1, 21)])
+    assert out.returncode == 0
+    assert sorted(out.stdout.split(), key=int) == [str(i) for i in range(1, 21)]
+
+
+def test_results_saves_output_in_gnus_layout_instead_of_printing(tmp_path: Path) -> None:
+    out = fanflow("map", "--results", "res", "echo", ":::", "a", "b/c", ":::", "1", cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout == ""
+    assert (tmp_path / "res/1/a/2/1/stdout").read_text() == "a 1\n"
+    assert (tmp_path / "res/1/b\\_c/2/1/seq").read_text() in ("1", "2")

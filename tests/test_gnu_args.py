@@ -80,3 +80,6 @@ def test_combinations_links_and_wrapping() -> None:
     assert linked == [["a", "1"], ["b", "2"], ["c", "1"]]
     plus = list(_gnu.combine([["a", "b"], ["1", "2"], ["x"]], [False, True, False], False))
     assert plus == [["a", "1", "x"], ["b", "2", "x"]]
+    # ':::+' stops at the shorter source (GNU), where --link wraps around.
+    short = list(_gnu.combine([["A", "B", "C"], ["F", "G"]], [False, True], link_all=False))
+    assert short == [["A", "F"], ["B", "G"]]

@@ -306,3 +306,25 @@ def test_fanflow_map_survives_kill_9(tmp_path: Path) -> None:
         ]
         == 0
     )
+
+
+async def test_fan_map_hedges_a_straggler_of_a_stream() -> None:
+    # A stream's hedge budget grows with the items taken (max_extra of them).
+    stalled: set[int] = set()
+
+    async def work(i: int) -> int:
+        if i == 0 and i not in stalled:
+            stalled.add(i)
+            await asyncio.sleep(30)
+        await asyncio.sleep(0.01)
+        return i
+
+    results = [
+        r
+        async for r in ff.fan_map(
+            work, iter(range(40)), max_concurrency=4, hedge=ff.Hedge(after=0.2)
+        )
+    ]
+    first = next(r for r in results if r.name == "0")
+    assert first.ok and first.hedged and first.attempts == 2
+    assert sorted(r.value for r in results) == list(range(40))

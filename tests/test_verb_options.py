@@ -113,7 +113,7 @@ async def test_synthesize_and_merge_options_by_position_are_deprecated() -> None
     assert ff.merge(result, conflict="first").value == {"k": 1}
 
 
-@pytest.mark.parametrize("option", ["strategy", "hedge", "audit", "raise_on_failure", "progress"])
+@pytest.mark.parametrize("option", ["strategy", "audit", "raise_on_failure", "progress"])
 def test_fan_map_refuses_an_option_it_does_not_take(option: str) -> None:
     with pytest.raises(TypeError, match=repr(option)):
         ff.fan_map(sleepy, range(3), **{option: DEFAULTS[option]})

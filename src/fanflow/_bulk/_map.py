@@ -20,6 +20,7 @@ from .._core._result import TaskResult
 from .._core._sources import AsyncSource, IterSource, Ordered, Sink, Stream
 from .._core._task import Task
 from .._options import DEFAULT_CONCURRENCY, EventHandler, ExecutorSpec, resolve
+from .._policies._hedge import Hedge
 from .._policies._limits import AdaptiveConcurrency, RateLimit
 from .._policies._retry import Retry
 from .._policies._strategies import Strategy, Verdict
@@ -157,9 +158,10 @@ class fan_map(AsyncIterator[TaskResult]):
         on_event: called (sync or async) with each :class:`Event`.
 
     ``max_concurrency``, ``timeout``, ``deadline``, ``retry``,
-    ``rate_limit``, ``executor`` and ``on_event`` are the options every verb
-    shares (``fanflow._options``), with the same types and defaults; the
-    others (``strategy``, ``hedge``, ``progress``, ``audit``,
+    ``rate_limit``, ``hedge``, ``executor`` and ``on_event`` are the options
+    every verb shares (``fanflow._options``), with the same types and
+    defaults (a hedge's ``max_extra`` counts the items taken so far); the
+    others (``strategy``, ``progress``, ``audit``,
     ``raise_on_failure``) make no sense for a stream, and passing one is a
     ``TypeError`` naming it.
 
@@ -183,6 +185,7 @@ class fan_map(AsyncIterator[TaskResult]):
         deadline: float | None = None,
         retry: Retry | None = None,
         rate_limit: RateLimit | None = None,
+        hedge: Hedge | None = None,
         ordered: bool = False,
         buffer: int | None = None,
         journal: str | Path | Journal | None = None,
@@ -213,6 +216,7 @@ class fan_map(AsyncIterator[TaskResult]):
                 "deadline": deadline,
                 "retry": retry,
                 "rate_limit": rate_limit,
+                "hedge": hedge,
                 "executor": executor,
                 "on_event": on_event,
             },

@@ -57,7 +57,10 @@ _VALUED = {
     "-C": "colsep",
     "--delay": "delay",
     "--shell": "shell",
+    "--results": "results",
+    "--res": "results",
     "--rate": "rate",
+    "--hedge": "hedge",
     "-d": "delimiter",
     "--delimiter": "delimiter",
 }
@@ -125,7 +128,9 @@ class MapArgs:
     colsep: str | None = None
     delay: str | None = None
     shell: str | None = None
+    results: str | None = None
     rate: str | None = None
+    hedge: str | None = None
     delimiter: str | None = None
     keep_order: bool = False
     link: bool = False
@@ -217,8 +222,8 @@ def parse(argv: list[str]) -> MapArgs:
         if separator.startswith("::::"):
             if not given:
                 raise GnuUsageError(f"{separator} needs at least one file")
-            for k, path in enumerate(given):
-                out.sources.append(Source(path=path, linked=linked and k == 0))
+            for path in given:
+                out.sources.append(Source(path=path, linked=linked))
         else:
             out.sources.append(Source(values=list(given), linked=linked))
     if out.quote:
@@ -362,11 +367,12 @@ def combine(
             groups.append([values])
     zipped: list[list[list[str]]] = []
     for group in groups:
-        longest = max(len(v) for v in group)
         if any(not v for v in group):
             zipped.append([])
             continue
-        # Shorter sources wrap around, as with GNU's --link.
-        zipped.append([[v[j % len(v)] for v in group] for j in range(longest)])
+        # --link: shorter sources wrap around; ':::+' stops at the shortest
+        # (GNU parallel's two meanings).
+        size = max(len(v) for v in group) if link_all else min(len(v) for v in group)
+        zipped.append([[v[j % len(v)] for v in group] for j in range(size)])
     for combo in itertools.product(*zipped):
         yield [value for part in combo for value in part]

@@ -169,6 +169,21 @@ def _rate(value: str | None) -> float | None:
     return float(match.group(1)) / per.get(match.group(2), 3600)
 
 
+def _hedge(value: str | None) -> Any:
+    """--hedge p95 | SECONDS: race a second copy of a job slower than that."""
+    if value is None:
+        return None
+    import fanflow as ff
+
+    after: Any = value
+    with contextlib.suppress(ValueError):
+        after = float(value)
+    try:
+        return ff.Hedge(after=after)
+    except (TypeError, ValueError) as exc:
+        raise _Fatal(f"--hedge {value!r}: {exc}") from None
+
+
 def _separator(spec: _gnu.MapArgs) -> bytes:
     if spec.null:
         return b"\0"
@@ -291,8 +306,9 @@ def map_command(argv: tuple[str, ...]) -> None:
     -a FILE, --link, --colsep RE, -N N, -n N, -m, -X, -0, -d DELIM,
     --timeout S, --retries N (N tries in all), --halt now|soon,fail|
     success|done=N[%], --delay S, --joblog [+]FILE, --resume,
-    --resume-failed, --bar/--eta. fanflow's own: --journal FILE (crash-safe
-    resume), --first N (stop after N successes), --rate N/s, --shell PATH.
+    --resume-failed, --results DIR, --bar/--eta. fanflow's own: --journal
+    FILE (crash-safe resume), --first N (stop after N successes), --rate
+    N/s, --hedge p95|SECONDS (race a copy of a straggler), --shell PATH.
 
     \b
     Exit status: 0 when every job succeeded; else the number of failed jobs
@@ -328,6 +344,7 @@ def map_command(argv: tuple[str, ...]) -> None:
     retries = _number("--retries", spec.retries, integer=True, minimum=0)
     delay = _number("--delay", spec.delay, integer=False, minimum=0)
     rate = _rate(spec.rate)
+    hedge = _hedge(spec.hedge)
     shell = _shell(spec)
     values, known = _job_arguments(spec, jobs)
     job_list = list(values) if known else None
@@ -357,6 +374,7 @@ def map_command(argv: tuple[str, ...]) -> None:
             append=append,
             delay=delay,
             rate=rate,
+            hedge=hedge,
             shell=shell,
         ),
         "map",
@@ -395,6 +413,7 @@ async def _run(
     append: bool,
     delay: float | None,
     rate: float | None,
+    hedge: Any,
     shell: str,
 ) -> int:
     import fanflow as ff
@@ -403,6 +422,7 @@ async def _run(
 
     outputs: dict[int, ShellOutput] = {}
     commands: dict[int, str] = {}
+    arguments: dict[int, list[str]] = {}
     free_slots = list(range(1, jobs + 1))
     halted = False
     skip: set[int] = set()
@@ -418,6 +438,7 @@ async def _run(
             raise _NotStarted
         slot = heapq.heappop(free_slots) if free_slots else jobs + 1
         command = commands[seq] = _command(spec, args, seq, slot)
+        arguments[seq] = args
         try:
             # The timeout is the command's own (GNU parallel's meaning): it
             # starts when the process does, not while the job waits to fork.
@@ -477,6 +498,7 @@ async def _run(
             if tries > 1
             else None,
             rate_limit=limiter,
+            hedge=hedge,
             ordered=spec.keep_order,
             journal=store,
             # Identified by job number and arguments; labelled by the arguments.
@@ -493,7 +515,7 @@ async def _run(
                 else:
                     output = outputs.pop(seq, None)
                     command = commands.pop(seq, None)
-                    args = items[seq - 1][1] if isinstance(items, list) else None
+                    args = arguments.pop(seq, None)
                     try:
                         _report(result, seq, command, output, log, spec, args)
                     finally:
@@ -515,6 +537,9 @@ async def _run(
                     break
                 if halt is not None and not halted and halt.reached(failed, ok, total):
                     code = 0 if halt.why == "success" else (halt_code or 1)
+                    if halt.percent and halt.why == "fail" and total:
+                        # GNU's status for fail=N%: the share of jobs that failed, in %.
+                        code = round(100 * failed / total)
                     if spec.halt_on_fail:
                         code = 1
                     if halt.when == "now":
@@ -636,8 +661,12 @@ def _report(
         sys.stderr.buffer.write(os.fsencode(command) + b"\n")
         sys.stderr.buffer.flush()
     if output is not None:
-        tag = os.fsencode(" ".join(args if args is not None else [result.name]) + "\t")
-        _emit(output, tag if spec.tag else None)
+        if spec.results is not None:
+            # Saved, not printed: GNU's --results.
+            _save_results(spec.results, seq, args or [], output)
+        else:
+            tag = os.fsencode(" ".join(args if args is not None else [result.name]) + "\t")
+            _emit(output, tag if spec.tag else None)
         if timed_out:
             # GNU's words, on stderr.
             click.echo(
@@ -664,6 +693,28 @@ def _report(
             sig,
             command or result.name,
         )
+
+
+def _result_folder(base: str, args: list[str]) -> Path:
+    """GNU's --results layout: BASE/1/<arg 1>/2/<arg 2>/... ("/" in a value as "\\_")."""
+    folder = Path(base)
+    for position, value in enumerate(args, start=1):
+        escaped = value.replace("\\", "\\\\").replace("/", "\\_")
+        folder = folder / str(position) / (escaped or "\\0")
+    return folder
+
+
+def _save_results(base: str, seq: int, args: list[str], output: Any) -> None:
+    folder = _result_folder(base, args)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "seq").write_text(str(seq))
+        with (folder / "stdout").open("wb") as out:
+            output.write_stdout(out)
+        with (folder / "stderr").open("wb") as err:
+            output.write_stderr(err)
+    except OSError as exc:
+        click.echo(f"fanflow map: --results {folder}: {exc.strerror or exc}", err=True)
 
 
 def _mismatch(exc: Any, journal: Path | None) -> str:

@@ -257,6 +257,8 @@ class Driver:
         assert isinstance(item, Task)
         if self._streaming:
             self._unsettled += 1
+            if self._hedging is not None:
+                self._hedging.add_tasks(1)
         self._launch(self._make_state(item, index), now, False)
 
     def _make_state(self, task: Task, index: int) -> TaskState:

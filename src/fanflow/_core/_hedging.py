@@ -74,6 +74,7 @@ class HedgeController:
         "_loop",
         "_schedule",
         "_starts",
+        "_tasks",
         "budget",
         "launch",
         "left",
@@ -89,6 +90,7 @@ class HedgeController:
         launch: Callable[[Attempt], None],
     ) -> None:
         self.policy = policy
+        self._tasks = tasks
         self.left = self.budget = policy.budget(tasks)
         self._loop = loop
         # schedule(when, fn, *args): loop.call_at with the driver's error guard.
@@ -110,6 +112,13 @@ class HedgeController:
             and attempt.hedge_timer is None
         )
 
+    def add_tasks(self, count: int) -> None:
+        """A streaming source gave ``count`` more tasks: the budget grows with them."""
+        self._tasks += count
+        budget = self.policy.budget(self._tasks)
+        self.left += budget - self.budget
+        self.budget = budget
+
     def give_back(self) -> None:
         """A hedge that was to start did not (its original finished first)."""
         self.left += 1
@@ -119,7 +128,16 @@ class HedgeController:
         policy = self.policy
         if policy.percentile is None:
             after = policy.after
-            if after is not None and self.hedgeable(attempt):
+            # Armed even with no budget left: a streaming source's budget
+            # grows as it gives tasks, and the timer looks again when it fires.
+            state = attempt.state
+            if (
+                after is not None
+                and not attempt.hedge
+                and not state.hedge_used
+                and state.task.idempotent
+                and attempt.hedge_timer is None
+            ):
                 attempt.hedge_timer = self._schedule(
                     attempt.started + after, self._fixed_due, attempt
                 )
