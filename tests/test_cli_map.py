@@ -302,3 +302,20 @@ def test_results_saves_output_in_gnus_layout_instead_of_printing(tmp_path: Path)
     assert out.returncode == 0 and out.stdout == ""
     assert (tmp_path / "res/1/a/2/1/stdout").read_text() == "a 1\n"
     assert (tmp_path / "res/1/b\\_c/2/1/seq").read_text() in ("1", "2")
+
+
+def test_line_buffer_prints_lines_as_they_come() -> None:
+    # Job 1's first line comes before job 2's, its last after: with the
+    # default grouping job 1's two lines would be printed together.
+    out = fanflow(
+        "map",
+        "-j2",
+        "--line-buffer",
+        "--tag",
+        "{}",
+        ":::",
+        "echo first; sleep 1; echo late",
+        "sleep 0.3; echo middle",
+    )
+    lines = [line.split("\t")[1] for line in out.stdout.splitlines()]
+    assert out.returncode == 0 and lines == ["first", "middle", "late"]

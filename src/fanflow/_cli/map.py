@@ -11,7 +11,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -383,8 +383,9 @@ def map_command(argv: tuple[str, ...]) -> None:
 
 
 def _command(spec: _gnu.MapArgs, args: list[str], seq: int, slot: int) -> str:
-    if not spec.command:
-        # No command: each argument is a command line of its own, as in GNU.
+    if not spec.command or spec.command.strip() == "{}":
+        # No command, or only {}: each argument is a command line of its
+        # own, not quoted (GNU parallel's meaning).
         return " ".join(args)
     return _gnu.expand(spec.command, args, seq, slot, context=spec.context_x)
 
@@ -442,7 +443,9 @@ async def _run(
         try:
             # The timeout is the command's own (GNU parallel's meaning): it
             # starts when the process does, not while the job waits to fork.
-            output = await run_shell(command, timeout=timeout, shell=shell)
+            output = await run_shell(
+                command, timeout=timeout, shell=shell, on_output=_line_sinks(spec, args)
+            )
         except (ShellError, ShellTimeoutError) as exc:
             # What it printed is printed, even when it timed out (as GNU does).
             _keep(outputs, seq, exc.output)
@@ -661,7 +664,9 @@ def _report(
         sys.stderr.buffer.write(os.fsencode(command) + b"\n")
         sys.stderr.buffer.flush()
     if output is not None:
-        if spec.results is not None:
+        if spec.line_buffer:
+            pass  # printed line by line while it ran (see _line_sinks)
+        elif spec.results is not None:
             # Saved, not printed: GNU's --results.
             _save_results(spec.results, seq, args or [], output)
         else:
@@ -715,6 +720,33 @@ def _save_results(base: str, seq: int, args: list[str], output: Any) -> None:
             output.write_stderr(err)
     except OSError as exc:
         click.echo(f"fanflow map: --results {folder}: {exc.strerror or exc}", err=True)
+
+
+def _line_sinks(
+    spec: _gnu.MapArgs, args: list[str]
+) -> tuple[Callable[[bytes], None], Callable[[bytes], None]] | None:
+    """--line-buffer: where a job's whole lines go as they arrive (tagged with --tag).
+
+    Lines of different jobs may alternate, as with GNU parallel's
+    --line-buffer; a line is never cut by another job's.
+    """
+    if not spec.line_buffer:
+        return None
+    tag = os.fsencode(" ".join(args) + "\t") if spec.tag else None
+
+    def sink(stream: IO[bytes]) -> Callable[[bytes], None]:
+        def write(lines: bytes) -> None:
+            if tag is not None:
+                ends = lines.endswith(b"\n")
+                body = lines[:-1] if ends else lines
+                lines = b"\n".join(tag + line for line in body.split(b"\n"))
+                lines += b"\n" if ends else b""
+            stream.write(lines)
+            stream.flush()
+
+        return write
+
+    return sink(sys.stdout.buffer), sink(sys.stderr.buffer)
 
 
 def _mismatch(exc: Any, journal: Path | None) -> str:

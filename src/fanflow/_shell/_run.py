@@ -15,7 +15,7 @@ import signal
 import subprocess
 import tempfile
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from .._core._exceptions import ShellError, ShellTimeoutError
@@ -79,6 +79,40 @@ class _Capture:
             self._file = None
         self._buf = bytearray()
         self.size = 0
+
+
+def _finish(*captures: _Capture) -> None:
+    for capture in captures:
+        if isinstance(capture, _Forward):
+            capture.finish()
+
+
+class _Forward(_Capture):
+    """A stream passed on line by line as it arrives (``--line-buffer``), not kept.
+
+    Complete lines go to ``sink`` at once; a last line without a newline
+    goes when the stream ends. ``size`` still counts every byte.
+    """
+
+    __slots__ = ("_partial", "_sink")
+
+    def __init__(self, sink: Callable[[bytes], None]) -> None:
+        super().__init__()
+        self._sink = sink
+        self._partial = b""
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        data = self._partial + data
+        cut = data.rfind(b"\n") + 1
+        if cut:
+            self._sink(data[:cut])
+        self._partial = data[cut:]
+
+    def finish(self) -> None:
+        if self._partial:
+            self._sink(self._partial)
+            self._partial = b""
 
 
 class ShellOutput:
@@ -428,6 +462,7 @@ async def run_shell(
     env: dict[str, str] | None = None,
     timeout: float | None = None,
     shell: str = "/bin/sh",
+    on_output: tuple[Callable[[bytes], None], Callable[[bytes], None]] | None = None,
 ) -> ShellOutput:
     """Run ``command`` with ``/bin/sh -c`` (or ``shell -c``) and capture its output.
 
@@ -443,7 +478,9 @@ async def run_shell(
     loop), and that wait is not the command's time.
 
     Output beyond :data:`SPILL_AT` bytes per stream is kept in a temporary
-    file (see :class:`ShellOutput`).
+    file (see :class:`ShellOutput`). With ``on_output=(stdout_sink,
+    stderr_sink)`` it is not kept: each stream is passed on line by line as
+    it arrives (its sizes are still counted).
 
     Raises:
         ShellError: the command exited non-zero; ``.output`` has what it printed.
@@ -452,10 +489,16 @@ async def run_shell(
         OSError: the shell could not be started (e.g. ``cwd`` does not exist).
     """
     run = _run_pidfd if _HAVE_PIDFD else _run_asyncio
-    out, err = _Capture(), _Capture()
+    out: _Capture
+    err: _Capture
+    if on_output is None:
+        out, err = _Capture(), _Capture()
+    else:
+        out, err = _Forward(on_output[0]), _Forward(on_output[1])
     try:
         code = await run([shell, "-c", command], cwd, env, timeout, out, err)
     except TimeoutError as exc:
+        _finish(out, err)
         if timeout is None:
             out.close()
             err.close()
@@ -466,9 +509,11 @@ async def run_shell(
         partial = ShellOutput(command, ended if ended is not None else -signal.SIGTERM, out, err)
         raise ShellTimeoutError(f"timed out after {timeout:g} s: {command}", partial) from None
     except BaseException:
+        _finish(out, err)
         out.close()
         err.close()
         raise
+    _finish(out, err)
     output = ShellOutput(command, code, out, err)
     if code != 0:
         raise ShellError(output)
