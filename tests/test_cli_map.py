@@ -319,3 +319,50 @@ def test_line_buffer_prints_lines_as_they_come() -> None:
     )
     lines = [line.split("\t")[1] for line in out.stdout.splitlines()]
     assert out.returncode == 0 and lines == ["first", "middle", "late"]
+
+
+def test_bar_on_a_terminal_is_erased_before_each_jobs_output() -> None:
+    # Issue #17: on a terminal each job's output was glued to a stale bar.
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fanflow",
+            "map",
+            "--bar",
+            "-j1",
+            "sleep 0.15; echo out-{}",
+            ":::",
+            "1",
+            "2",
+            "3",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    data = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    os.close(leader)
+    assert proc.wait(timeout=60) == 0
+    assert b"fanflow map [" in data  # the bar was drawn
+    for k in (b"1", b"2", b"3"):
+        at = data.index(b"out-" + k)
+        before = data[:at]
+        # Right before the output: the start, a newline, or the bar's erase.
+        assert before == b"" or before.endswith((b"\n", b"\x1b[K")), before[-80:]
+        # What the terminal shows on that line: whatever came after its last erase.
+        visible = before.rsplit(b"\n", 1)[-1].rsplit(b"\r\x1b[K", 1)[-1]
+        assert not visible.strip(), before[-80:]

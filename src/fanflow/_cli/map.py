@@ -516,6 +516,8 @@ async def _run(
                 elif isinstance(result.error, _NotStarted):
                     continue
                 else:
+                    if progress is not None:
+                        progress.clear()
                     output = outputs.pop(seq, None)
                     command = commands.pop(seq, None)
                     args = arguments.pop(seq, None)
@@ -809,37 +811,45 @@ def _emit(output: Any, tag: bytes | None = None) -> None:
 
 
 class _Progress:
-    """A progress bar on stderr (rich), for terminals only."""
+    """--bar/--eta: one status line on stderr (a terminal only), cleared around output.
+
+    The line is erased before a job's output is printed and drawn again
+    after it, so output never lands glued to a stale copy of the bar.
+    """
 
     def __init__(self, total: int | None) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        # On stderr, as GNU's --bar: stdout holds the jobs' output only.
-        self._bar = Progress(
-            TextColumn("fanflow map"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[failed]} failed"),
-            TimeElapsedColumn(),
-            transient=True,
-            console=Console(stderr=True),
-        )
-        self._task = self._bar.add_task("jobs", total=total, failed=0)
-        self._bar.start()
+        self._tty = sys.stderr.isatty()
+        self._total = total
+        self._start = time.monotonic()
         self._last = 0.0
+        self._drawn = False
+
+    def clear(self) -> None:
+        if self._drawn:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+            self._drawn = False
 
     def advance(self, ok: int, failed: int) -> None:
+        if not self._tty:
+            return
         now = time.monotonic()
-        if now - self._last > 0.1:
-            self._last = now
-            self._bar.update(self._task, completed=ok + failed, failed=failed)
+        if self._drawn and now - self._last < 0.1:
+            return
+        self._last = now
+        done, elapsed, total = ok + failed, now - self._start, self._total
+        if total:
+            filled = int(30 * done / total)
+            eta = elapsed / done * (total - done) if done else 0.0
+            text = (
+                f"fanflow map [{'#' * filled}{'-' * (30 - filled)}] {done}/{total}, "
+                f"{failed} failed, {elapsed:.0f}s, ETA {eta:.0f}s"
+            )
+        else:
+            text = f"fanflow map: {done} done, {failed} failed, {elapsed:.0f}s"
+        sys.stderr.write(f"\r{text}\033[K")
+        sys.stderr.flush()
+        self._drawn = True
 
     def close(self) -> None:
-        self._bar.stop()
+        self.clear()
