@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import signal
 import time
 import tracemalloc
 from pathlib import Path
@@ -125,3 +126,12 @@ async def test_a_timed_out_command_keeps_what_it_printed() -> None:
         await run_shell("printf partial; echo e >&2; sleep 30", timeout=0.3)
     assert isinstance(caught.value, TimeoutError)
     assert caught.value.output.stdout == b"partial" and caught.value.output.stderr == b"e\n"
+
+
+async def test_a_job_does_not_inherit_pythons_ignored_sigpipe() -> None:
+    # Python ignores SIGPIPE; a job that inherited that would spin on EPIPE
+    # in pipelines (`yes | head`). Popen resets it; so must the spawn path.
+    out = await run_shell("grep '^SigIgn' /proc/$$/status")
+    mask = int(out.stdout.decode().split()[1], 16)
+    assert not mask & (1 << (signal.SIGPIPE - 1)), hex(mask)
+    assert not mask & (1 << (signal.SIGXFSZ - 1)), hex(mask)
