@@ -135,3 +135,14 @@ async def test_a_job_does_not_inherit_pythons_ignored_sigpipe() -> None:
     mask = int(out.stdout.decode().split()[1], 16)
     assert not mask & (1 << (signal.SIGPIPE - 1)), hex(mask)
     assert not mask & (1 << (signal.SIGXFSZ - 1)), hex(mask)
+
+
+async def test_a_job_sees_the_environment_as_it_is_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The spawn path reads os.environ's own data: a change made after import
+    # (and one made between two jobs) reaches the next job.
+    monkeypatch.setenv("FANFLOW_TEST_VALUE", "one")
+    assert (await run_shell("echo $FANFLOW_TEST_VALUE")).stdout == b"one\n"
+    monkeypatch.setenv("FANFLOW_TEST_VALUE", "two")
+    monkeypatch.delenv("HOME", raising=False)
+    out = await run_shell("echo $FANFLOW_TEST_VALUE ${HOME:-none}")
+    assert out.stdout == b"two none\n"

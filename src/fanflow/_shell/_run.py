@@ -340,7 +340,7 @@ class _Spawned:
             self.pid = os.posix_spawn(
                 argv[0],
                 argv,
-                os.environ if env is None else env,
+                _environment() if env is None else env,
                 file_actions=[
                     (os.POSIX_SPAWN_DUP2, _devnull(), 0),
                     (os.POSIX_SPAWN_DUP2, out_w, 1),
@@ -374,6 +374,14 @@ class _Spawned:
             _, status = os.waitpid(self.pid, 0)
             self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
+
+
+def _environment() -> Mapping[Any, Any]:
+    # os.environ's own bytes dict, always current: posix_spawn reads a plain
+    # dict in C, where os.environ costs a Python-level decode and encode per
+    # variable per job (a third of a short job's spawn, measured).
+    data = getattr(os.environ, "_data", None)
+    return data if isinstance(data, dict) else os.environ
 
 
 _DEVNULL: int | None = None
