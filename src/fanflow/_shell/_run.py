@@ -420,6 +420,9 @@ class _Child:
         self.exited: asyncio.Future[None] = loop.create_future()
         self.done: asyncio.Future[None] = loop.create_future()
         self.open = 2
+        # The fds still watched: close() removes only these (removing one
+        # the loop no longer watches costs a KeyError and its message).
+        self.watched = {*self.pipes, self.pidfd}
         for fd in self.pipes:
             os.set_blocking(fd, False)
             loop.add_reader(fd, self._read, fd)
@@ -436,11 +439,13 @@ class _Child:
             self.pipes[fd].write(data)
             return
         self.loop.remove_reader(fd)
+        self.watched.discard(fd)
         self.open -= 1
         self._maybe_done()
 
     def _exit(self) -> None:
         self.loop.remove_reader(self.pidfd)
+        self.watched.discard(self.pidfd)
         self.proc.poll()  # reaps it: the pidfd said it has exited
         if not self.exited.done():
             self.exited.set_result(None)
@@ -451,8 +456,9 @@ class _Child:
             self.done.set_result(None)
 
     def close(self) -> None:
-        for fd in (*self.pipes, self.pidfd):
+        for fd in self.watched:
             self.loop.remove_reader(fd)
+        self.watched.clear()
         os.close(self.pidfd)
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self.proc.stdout.close()
