@@ -321,7 +321,8 @@ def test_line_buffer_prints_lines_as_they_come() -> None:
     assert out.returncode == 0 and lines == ["first", "middle", "late"]
 
 
-def test_bar_on_a_terminal_is_erased_before_each_jobs_output() -> None:
+@pytest.mark.parametrize("mode", [[], ["--line-buffer"]])
+def test_bar_on_a_terminal_is_erased_before_each_jobs_output(mode: list[str]) -> None:
     # Issue #17: on a terminal each job's output was glued to a stale bar.
     import os
     import pty
@@ -333,6 +334,7 @@ def test_bar_on_a_terminal_is_erased_before_each_jobs_output() -> None:
             "-m",
             "fanflow",
             "map",
+            *mode,
             "--bar",
             "-j1",
             "sleep 0.15; echo out-{}",

@@ -444,7 +444,10 @@ async def _run(
             # The timeout is the command's own (GNU parallel's meaning): it
             # starts when the process does, not while the job waits to fork.
             output = await run_shell(
-                command, timeout=timeout, shell=shell, on_output=_line_sinks(spec, args)
+                command,
+                timeout=timeout,
+                shell=shell,
+                on_output=_line_sinks(spec, args, progress),
             )
         except (ShellError, ShellTimeoutError) as exc:
             # What it printed is printed, even when it timed out (as GNU does).
@@ -725,7 +728,7 @@ def _save_results(base: str, seq: int, args: list[str], output: Any) -> None:
 
 
 def _line_sinks(
-    spec: _gnu.MapArgs, args: list[str]
+    spec: _gnu.MapArgs, args: list[str], progress: _Progress | None
 ) -> tuple[Callable[[bytes], None], Callable[[bytes], None]] | None:
     """--line-buffer: where a job's whole lines go as they arrive (tagged with --tag).
 
@@ -738,6 +741,8 @@ def _line_sinks(
 
     def sink(stream: IO[bytes]) -> Callable[[bytes], None]:
         def write(lines: bytes) -> None:
+            if progress is not None:
+                progress.clear()  # redrawn when the next job ends
             if tag is not None:
                 ends = lines.endswith(b"\n")
                 body = lines[:-1] if ends else lines
