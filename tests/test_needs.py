@@ -18,6 +18,16 @@ from fanflow._workflow import build, load
 
 from .conftest import Flaky
 
+# a, then b, then c, each ending before the next starts.
+A_B_C_IN_TURN = [
+    ("start", "a"),
+    ("end", "a"),
+    ("start", "b"),
+    ("end", "b"),
+    ("start", "c"),
+    ("end", "c"),
+]
+
 
 class Log:
     """Records ``start``/``end`` of every task, in the order they happen."""
@@ -122,14 +132,7 @@ async def test_needs_as_a_single_string_and_repeated_names() -> None:
     assert tasks[2].needs == ("a", "b")
     result = await ff.fan_out(tasks)
     assert result.ok
-    assert log.events == [
-        ("start", "a"),
-        ("end", "a"),
-        ("start", "b"),
-        ("end", "b"),
-        ("start", "c"),
-        ("end", "c"),
-    ]
+    assert log.events == A_B_C_IN_TURN
 
 
 async def test_a_diamond_runs_each_task_once_in_order() -> None:
@@ -494,14 +497,7 @@ async def test_a_chain_with_max_concurrency_one() -> None:
     ]
     result = await ff.fan_out(tasks, max_concurrency=1)
     assert result.ok
-    assert log.events == [
-        ("start", "a"),
-        ("end", "a"),
-        ("start", "b"),
-        ("end", "b"),
-        ("start", "c"),
-        ("end", "c"),
-    ]
+    assert log.events == A_B_C_IN_TURN
 
 
 async def test_a_pipeline_wider_than_max_concurrency_runs_each_task_once() -> None:

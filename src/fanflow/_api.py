@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import inspect
-from collections.abc import AsyncIterator, Iterable
-from typing import Any, Unpack
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from typing import Self, Unpack
 
 from ._core._driver import Driver
 from ._core._graph import NeedsGraph
@@ -167,7 +167,29 @@ def run(tasks: Iterable[Task], **options: Unpack[FanOutOptions]) -> FanInResult:
     return asyncio.run(fan_out(tasks, **options))
 
 
-class as_completed(AsyncIterator[TaskResult]):
+class ResultStream(AsyncIterator[TaskResult]):
+    """What ``as_completed`` and ``fan_map`` share: an async iterator over a driver.
+
+    ``aclose()`` (or leaving ``async with``) cancels and awaits what still runs.
+    """
+
+    _stream: AsyncGenerator[TaskResult, None]
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def aclose(self) -> None:
+        """Cancel and await every task still running."""
+        await self._stream.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class as_completed(ResultStream):
     """Iterate over task results in completion order, as they finish.
 
     Takes the same arguments as :func:`fan_out`. Every task yields exactly
@@ -196,9 +218,6 @@ class as_completed(AsyncIterator[TaskResult]):
         """The :class:`FanInResult`, once every result has been yielded."""
         return self._driver.result
 
-    def __aiter__(self) -> as_completed:
-        return self
-
     async def __anext__(self) -> TaskResult:
         try:
             return await self._stream.__anext__()
@@ -208,13 +227,3 @@ class as_completed(AsyncIterator[TaskResult]):
                 raise
         # Raised outside the except block, so its __cause__ is the task error.
         raise _strategy_failed(result)
-
-    async def aclose(self) -> None:
-        """Cancel and await every task still running."""
-        await self._stream.aclose()
-
-    async def __aenter__(self) -> as_completed:
-        return self
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        await self.aclose()

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Se
 from pathlib import Path
 from typing import Any
 
+from .._api import ResultStream
 from .._core._driver import Driver
 from .._core._result import TaskResult
 from .._core._sources import AsyncSource, IterSource, Ordered, Sink, Stream
@@ -103,7 +104,7 @@ def _identity(fn: Callable[..., Any]) -> str:
     return f"{module}:{getattr(fn, '__qualname__', repr(fn))}"
 
 
-class fan_map(AsyncIterator[TaskResult]):
+class fan_map(ResultStream):
     """Run ``fn(item)`` for every item, concurrently, yielding results as they finish.
 
     ``items`` may be any iterable or async iterable, including an endless
@@ -302,9 +303,6 @@ class fan_map(AsyncIterator[TaskResult]):
             return agen()
         return (one(i, item) for i, item in enumerate(items))
 
-    def __aiter__(self) -> fan_map:
-        return self
-
     async def __anext__(self) -> TaskResult:
         try:
             return await self._stream.__anext__()
@@ -320,12 +318,6 @@ class fan_map(AsyncIterator[TaskResult]):
     async def aclose(self) -> None:
         """Cancel and await the items in flight; close the journal."""
         try:
-            await self._stream.aclose()
+            await super().aclose()
         finally:
             self._close_journal()
-
-    async def __aenter__(self) -> fan_map:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
 
 from ._graph import NeedsGraph
 from ._result import TaskResult
@@ -93,29 +94,23 @@ class ListSource:
         return self._next < len(self.tasks) or bool(self.ready)
 
 
-class IterSource:
-    """A lazy iterable of tasks (or replayed results), taken while there is room."""
+class _Stream:
+    """What a lazy source keeps: how many items it gave, and its window."""
 
     __slots__ = ("_items", "is_async", "open", "pulled", "window")
 
-    def __init__(self, items: Iterator[Item], window: float) -> None:
+    def __init__(self, items: Any, window: float, is_async: bool) -> None:
         self._items = items
         self.open = True
         self.pulled = 0
         self.window = window
-        self.is_async = False
+        self.is_async = is_async
 
     def room(self, taken: int) -> bool:
+        """Whether another item may be taken: fewer than ``window`` not yet consumed."""
         return self.open and self.pulled - taken < self.window
 
-    def take(self, taken: int) -> tuple[Item, int] | None:
-        if not self.room(taken):
-            return None
-        try:
-            item = next(self._items)
-        except StopIteration:
-            self.open = False
-            return None
+    def _number(self, item: Item) -> tuple[Item, int]:
         index = self.pulled
         self.pulled += 1
         return item, index
@@ -128,20 +123,32 @@ class IterSource:
         return self.open
 
 
-class AsyncSource:
+class IterSource(_Stream):
+    """A lazy iterable of tasks (or replayed results), taken while there is room."""
+
+    __slots__ = ()
+
+    def __init__(self, items: Iterator[Item], window: float) -> None:
+        super().__init__(items, window, is_async=False)
+
+    def take(self, taken: int) -> tuple[Item, int] | None:
+        if not self.room(taken):
+            return None
+        try:
+            item = next(self._items)
+        except StopIteration:
+            self.open = False
+            return None
+        return self._number(item)
+
+
+class AsyncSource(_Stream):
     """An async iterable of tasks (or replayed results), awaited by the driver loop."""
 
-    __slots__ = ("_items", "is_async", "open", "pulled", "window")
+    __slots__ = ()
 
     def __init__(self, items: AsyncIterator[Item], window: float) -> None:
-        self._items = items
-        self.open = True
-        self.pulled = 0
-        self.window = window
-        self.is_async = True
-
-    def room(self, taken: int) -> bool:
-        return self.open and self.pulled - taken < self.window
+        super().__init__(items, window, is_async=True)
 
     def take(self, taken: int) -> tuple[Item, int] | None:
         return None  # only the driver loop's pull() takes from it
@@ -152,16 +159,7 @@ class AsyncSource:
         except StopAsyncIteration:
             self.open = False
             return None
-        index = self.pulled
-        self.pulled += 1
-        return item, index
-
-    def unstarted(self) -> list[int]:
-        self.open = False
-        return []
-
-    def pending(self) -> bool:
-        return self.open
+        return self._number(item)
 
 
 Source = ListSource | IterSource | AsyncSource

@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 from .._core._threads import WorkerThreads
+from .._core._validate import check_number
 from ._base import Call, Executor, ExecutorSession
 
 __all__ = ["Async", "Threads"]
@@ -35,14 +36,12 @@ class Threads(Executor):
             at most 256 when that is unbounded).
 
     Raises:
+        TypeError: ``workers`` is not an int.
         ValueError: ``workers`` < 1.
     """
 
     def __init__(self, workers: int | None = None) -> None:
-        if workers is not None and (
-            isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
-        ):
-            raise ValueError(f"Threads(workers=...) must be an int >= 1; got {workers!r}")
+        check_number(workers, "Threads(workers=...)", minimum=1, integer=True, allow_none=True)
         self.threads = workers
 
     def __repr__(self) -> str:

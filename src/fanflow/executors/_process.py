@@ -26,6 +26,7 @@ from collections import deque
 from typing import Any
 
 from .._core._exceptions import RemoteError, RemoteTraceback
+from .._core._validate import check_number
 from ._base import Call, Executor, ExecutorSession
 from ._framing import PARENT_ENV, Decoder, encode
 
@@ -56,14 +57,12 @@ class Process(Executor):
     naming its type, with its message and traceback.
 
     Raises:
+        TypeError: ``workers`` is not an int.
         ValueError: ``workers`` < 1.
     """
 
     def __init__(self, workers: int | None = None) -> None:
-        if workers is not None and (
-            isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
-        ):
-            raise ValueError(f"Process(workers=...) must be an int >= 1; got {workers!r}")
+        check_number(workers, "Process(workers=...)", minimum=1, integer=True, allow_none=True)
         self.workers = workers or os.cpu_count() or 1
 
     def __repr__(self) -> str:
