@@ -143,6 +143,8 @@ def test_good_options_are_accepted_by_every_verb() -> None:
         "progress": False,
         "audit": "warn",
         "raise_on_failure": True,
+        "budget": ff.Budget(tokens=10**9),
+        "journal": None,
     }
     assert set(options) == set(DEFAULTS)
     stream = call_as_completed(**options)
@@ -177,6 +179,8 @@ def test_one_default_per_option_and_one_declaration() -> None:
         "progress": False,
         "audit": "error",
         "raise_on_failure": True,
+        "budget": None,
+        "journal": None,
     }
 
 

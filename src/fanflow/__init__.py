@@ -48,6 +48,8 @@ from ._policies._audit import HiddenDependencyError as HiddenDependencyError
 from ._policies._audit import HiddenDependencyWarning as HiddenDependencyWarning
 from ._policies._audit import Mutation as Mutation
 from ._policies._audit import audit as audit
+from ._policies._budget import Budget as Budget
+from ._policies._budget import Spend as Spend
 from ._policies._hedge import Hedge as Hedge
 from ._policies._limits import AdaptiveConcurrency as AdaptiveConcurrency
 from ._policies._limits import RateLimit as RateLimit
@@ -96,6 +98,7 @@ __all__ = [
     "AuditReport",
     "BestEffort",
     "BetaStop",
+    "Budget",
     "Conflict",
     "ensemble",
     "Event",
@@ -127,6 +130,7 @@ __all__ = [
     "Retry",
     "run",
     "ServiceError",
+    "Spend",
     "Status",
     "Strategy",
     "StrategyFailed",

@@ -22,6 +22,8 @@ option              type                                    default
 ``audit``           ``"error"``, ``"warn"``, ``"strict"``,  ``"error"``
                     ``"off"``
 ``raise_on_failure`` ``bool``                               ``True``
+``budget``          ``ff.Budget`` or ``None``               ``None``
+``journal``         a file path, an ``ff.Journal``, or None ``None``
 =================== ======================================= ==============
 
 A wrong type is a ``TypeError``, a wrong value a ``ValueError``; both name
@@ -31,12 +33,14 @@ the option. An option a verb does not take is a ``TypeError`` naming it.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Literal, TypedDict
 
 from ._core._driver import Settings
 from ._core._events import Event
 from ._core._task import _check_timeout
+from ._policies._budget import Budget
 from ._policies._hedge import Hedge
 from ._policies._limits import AdaptiveConcurrency, RateLimit
 from ._policies._retry import Retry
@@ -67,6 +71,8 @@ class FanOutOptions(TypedDict, total=False):
     progress: bool
     audit: AuditMode
     raise_on_failure: bool
+    budget: Budget | None
+    journal: str | os.PathLike[str] | Any | None
 
 
 #: The one default of each option.
@@ -83,6 +89,8 @@ DEFAULTS: Mapping[str, Any] = {
     "progress": False,
     "audit": "error",
     "raise_on_failure": True,
+    "budget": None,
+    "journal": None,
 }
 
 _AUDIT_MODES = ("error", "warn", "strict", "off")
@@ -91,7 +99,7 @@ _AUDIT_MODES = ("error", "warn", "strict", "off")
 class Resolved:
     """Options checked and filled in with their defaults."""
 
-    __slots__ = ("audit", "progress", "raise_on_failure", "settings", "strategy")
+    __slots__ = ("audit", "journal", "progress", "raise_on_failure", "settings", "strategy")
 
     def __init__(
         self,
@@ -100,7 +108,10 @@ class Resolved:
         audit: AuditMode,
         progress: bool,
         raise_on_failure: bool,
+        journal: Any = None,
     ) -> None:
+        #: the ``journal=`` option as given (a path or an ``ff.Journal``), checked
+        self.journal = journal
         self.settings = settings
         self.strategy = strategy
         self.audit = audit
@@ -208,6 +219,7 @@ def resolve(
         ("retry", Retry, "an ff.Retry"),
         ("hedge", Hedge, "an ff.Hedge"),
         ("rate_limit", RateLimit, "an ff.RateLimit"),
+        ("budget", Budget, "an ff.Budget"),
     ):
         value = merged[name]
         if value is not None and not isinstance(value, kind):
@@ -225,6 +237,14 @@ def resolve(
     for name in ("progress", "raise_on_failure"):
         if not isinstance(merged[name], bool | int):
             raise TypeError(f"{name} must be True or False; got {merged[name]!r}")
+    journal = merged["journal"]
+    if journal is not None:
+        from ._bulk._journal import Journal
+
+        if not isinstance(journal, str | os.PathLike | Journal):
+            raise TypeError(f"journal must be a file path, an ff.Journal or None; got {journal!r}")
+        if isinstance(journal, str | os.PathLike) and not os.fspath(journal):
+            raise ValueError("journal must be a file path; got an empty string")
     settings = Settings(
         limit=limit,
         adaptive=adaptive,
@@ -235,8 +255,14 @@ def resolve(
         hedge=merged["hedge"],
         rate_limit=merged["rate_limit"],
         on_event=on_event,
+        budget=merged["budget"],
     )
     mode: AuditMode = audit  # type: ignore[assignment]  # checked above
     return Resolved(
-        settings, strategy, mode, bool(merged["progress"]), bool(merged["raise_on_failure"])
+        settings,
+        strategy,
+        mode,
+        bool(merged["progress"]),
+        bool(merged["raise_on_failure"]),
+        journal,
     )

@@ -65,9 +65,11 @@ class Settings:
 
     __slots__ = (
         "adaptive",
+        "budget",
         "deadline",
         "executor",
         "hedge",
+        "journal",
         "limit",
         "on_event",
         "rate_limit",
@@ -87,8 +89,14 @@ class Settings:
         hedge: Any,
         rate_limit: Any,
         on_event: Callable[[Event], Any] | None,
+        budget: Any = None,
+        journal: Any = None,
     ) -> None:
         self.limit = limit
+        #: an ``ff.Budget`` (reserve before an attempt, settle after), or None
+        self.budget = budget
+        #: an open task journal (``_bulk._journal.Journal``), or None
+        self.journal = journal
         self.adaptive = adaptive
         self.executor = executor
         self.timeout = timeout
