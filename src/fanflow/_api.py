@@ -69,6 +69,16 @@ def prepare(tasks: Iterable[Task], resolved: Resolved, sink: Sink) -> Driver:
         watch = MutationWatch(task_list, audit)
         watch = watch if watch.has_objects else None
     settings = resolved.settings
+    if resolved.journal is not None:
+        from ._durable import TaskJournal, open_journal
+
+        journal, owned = open_journal(resolved.journal)
+        try:
+            settings.journal = TaskJournal(journal, owned, task_list)
+        except BaseException:
+            if owned:
+                journal.close()
+            raise
     if resolved.progress:
         from ._progress import ProgressBar
 
@@ -126,7 +136,17 @@ async def fan_out(tasks: Iterable[Task], **options: Unpack[FanOutOptions]) -> Fa
     """
     resolved = resolve("fan_out", options)
     driver = prepare(tasks, resolved, Collect())
-    return await drive(driver, resolved.raise_on_failure)
+    try:
+        return await drive(driver, resolved.raise_on_failure)
+    finally:
+        close_journal(driver)
+
+
+def close_journal(driver: Driver) -> None:
+    """Close the driver's journal if its verb opened it."""
+    journal = driver.settings.journal
+    if journal is not None:
+        journal.close()
 
 
 async def drive(driver: Driver, raise_on_failure: bool) -> FanInResult:
@@ -218,12 +238,23 @@ class as_completed(ResultStream):
         """The :class:`FanInResult`, once every result has been yielded."""
         return self._driver.result
 
+    async def aclose(self) -> None:
+        """Cancel and await every task still running; close the journal it opened."""
+        try:
+            await self._stream.aclose()
+        finally:
+            close_journal(self._driver)
+
     async def __anext__(self) -> TaskResult:
         try:
             return await self._stream.__anext__()
         except StopAsyncIteration:
+            close_journal(self._driver)
             result = self._driver.result
             if result is None or result.ok or not self._raise:
                 raise
+        except BaseException:
+            close_journal(self._driver)
+            raise
         # Raised outside the except block, so its __cause__ is the task error.
         raise _strategy_failed(result)

@@ -15,12 +15,24 @@ equal items are two items), or by a caller's ``key``. A rerun whose item at
 a recorded position differs from the recorded one is an error naming the
 position and both items, never a skip: the input changed, and skipping by
 position would silently drop work.
+
+The same table serves ``fan_out``, ``run``, ``as_completed``, ``Plan.run``
+and ``ask`` (``journal=``): there a task is identified by its fingerprint
+(``fanflow._core._fingerprint``: what it computes), only tasks that ended
+``ok`` are recorded, and a rerun replays every task whose fingerprint is
+recorded. One journal may hold the tasks of many fan-outs.
+
+A journal is held by one connection at a time (SQLite's exclusive locking
+mode): a second process — or a second ``Journal`` on the same file — is
+refused with :class:`JournalError` rather than interleaving its records.
+The lock goes with the process, ``kill -9`` included.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,11 +42,19 @@ from .._core._exceptions import JournalError, JournalMismatchError
 from .._core._result import TaskResult
 from .._core._types import Status
 
-__all__ = ["Journal", "JournalError", "JournalMismatchError", "fingerprint"]
+__all__ = ["TASKS", "Journal", "JournalError", "JournalMismatchError", "fingerprint"]
 
-# Version 2 keys rows by identity (position, or the caller's key) instead of
-# by the key text alone, and remembers each position's item.
+#: The identity of a journal of tasks (``journal=`` on ``fan_out`` and the verbs).
+TASKS = "fanflow tasks"
+
+# The format this fanflow writes and reads. 1 keyed rows by the item's text
+# alone (refused); 2 (first written by fan_map alone) keys rows by identity
+# (position, the caller's key) and remembers each position's item, but did
+# not write its format (read as 2, then marked); a format above this one is
+# a newer fanflow's, refused.
+_FORMAT = 2
 _SCHEMA = """
+
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS items (
     ident BLOB PRIMARY KEY,
@@ -112,14 +132,25 @@ def _text(value: str) -> str:
 
 
 class Journal:
-    """The SQLite journal of one bulk job.
+    """A SQLite journal: what finished, so that a rerun does not do it again.
+
+    Pass it (or just a file name) as ``journal=`` to ``fan_out``, ``run``,
+    ``as_completed``, ``Plan.run``, ``ask`` or ``fan_map``. A verb given a
+    file name opens and closes the journal itself; a ``Journal`` object is
+    left open for the caller (use it to share one journal between verbs that
+    run at the same time in one process, and close it when done).
 
     Args:
         path: the database file (created if missing; its folder must exist).
         identity: what the job runs (a function's qualified name, a command
-            template): a journal written by another job is refused.
-        serialize: turns a value into JSON-serialisable data before it is
-            stored; by default values must already be JSON data.
+            template, or ``TASKS`` for a journal of tasks): a journal written
+            by another job is refused. ``None`` (the default) lets the first
+            verb that uses it say.
+        serialize: turns a value into JSON data before it is stored; by
+            default values must already be JSON data.
+        deserialize: turns stored JSON data back into a value when it is
+            replayed (default: the JSON data as stored, so a tuple comes
+            back as a list).
         confirm: record a result only when :meth:`confirm` is called for
             it, after the consumer has delivered it (printed its output,
             saved its value), instead of before it is yielded. A crash
@@ -127,38 +158,77 @@ class Journal:
             once, never lost.
 
     Raises:
-        JournalError: the file belongs to another job, is not a journal (or
-            one of an older fanflow), or its folder does not exist.
+        JournalError: the file belongs to another job, is in use by another
+            process (or another open ``Journal``), is not a journal, was
+            written by an older or newer fanflow that this one cannot read,
+            or its folder does not exist.
     """
 
     def __init__(
         self,
-        path: str | Path,
-        identity: str,
+        path: str | os.PathLike[str],
+        identity: str | None = None,
         serialize: Callable[[Any], Any] | None = None,
+        deserialize: Callable[[Any], Any] | None = None,
         *,
         confirm: bool = False,
     ) -> None:
         self.path = Path(path)
         self.identity = identity
+        if serialize is not None and not callable(serialize):
+            raise TypeError(f"Journal(serialize=...) must be callable; got {serialize!r}")
+        if deserialize is not None and not callable(deserialize):
+            raise TypeError(f"Journal(deserialize=...) must be callable; got {deserialize!r}")
         self.serialize = serialize
+        self.deserialize = deserialize
         self.confirming = confirm
         folder = self.path.parent
         if not folder.is_dir():
             raise JournalError(f"{self.path}: the folder {str(folder)!r} does not exist")
+        if self.path.is_dir():
+            raise JournalError(f"{self.path} is a folder, not a journal file")
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            # timeout=0: a journal held by another connection is refused at
+            # once, not waited for.
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=0)
+        except sqlite3.Error as exc:
+            raise JournalError(f"{self.path}: cannot open ({exc})") from None
+        try:
+            self._open()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _open(self) -> None:
+        db = self._db
+        try:
+            # One connection holds the file for as long as it is open: the
+            # first write takes the lock, and closing (or dying) lets it go.
+            db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            db.execute("PRAGMA journal_mode=WAL")
             # NORMAL is durable against a crash of this process (kill -9);
             # FULL would add an fsync per transaction for power loss too.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-            row = self._db.execute("SELECT value FROM meta WHERE name = 'identity'").fetchone()
-            columns = {c[1] for c in self._db.execute("PRAGMA table_info(items)")}
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("BEGIN IMMEDIATE")  # the lock, before anything is read
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute("COMMIT")
+            row = db.execute("SELECT value FROM meta WHERE name = 'identity'").fetchone()
+            fmt = db.execute("SELECT value FROM meta WHERE name = 'format'").fetchone()
+            columns = {c[1] for c in db.execute("PRAGMA table_info(items)")}
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise JournalError(
+                    f"{self.path} is in use by another fanflow process (or another open "
+                    "ff.Journal in this one); wait for it to finish, or use another file. "
+                    "HINT: to share one journal between fan-outs of one program, pass them "
+                    "the same ff.Journal object"
+                ) from None
+            raise JournalError(f"{self.path}: not a fanflow journal ({exc})") from None
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"{self.path}: not a fanflow journal ({exc})") from None
         if "ident" not in columns:
-            self._db.close()
             # Version 1 identified items by their text alone, so equal items
             # were one item: its records cannot be trusted to say what ran.
             raise JournalError(
@@ -166,19 +236,21 @@ class Journal:
                 "their text alone (equal items were skipped as done); finish that run with "
                 "the older fanflow, or delete the file to start over"
             )
-        if row is None:
-            self._db.execute("INSERT INTO meta VALUES ('identity', ?)", (_text(identity),))
-        elif row[0] != _text(identity):
-            self._db.close()
+        if fmt is not None and (not fmt[0].isdigit() or int(fmt[0]) > _FORMAT):
             raise JournalError(
-                f"{self.path} is the journal of another job ({row[0]!r}), not of {identity!r}; "
-                "use another file, or delete it to start over"
+                f"{self.path} was written by a newer fanflow (journal format {fmt[0]}; this "
+                f"fanflow reads format {_FORMAT}); use that fanflow, or another file"
             )
-        self._has_rows = self._db.execute("SELECT 1 FROM items LIMIT 1").fetchone() is not None
+        if fmt is None:
+            db.execute("INSERT INTO meta VALUES ('format', ?)", (str(_FORMAT),))
+        self._recorded_identity = None if row is None else row[0]
+        if self.identity is not None:
+            self.claim(self.identity)
+        self._has_rows = db.execute("SELECT 1 FROM items LIMIT 1").fetchone() is not None
         # Positions at or past this one were never recorded before this run,
         # and a position is looked up once per run, before its item runs: a
         # lookup there needs no query (a first run queries nothing at all).
-        (last,) = self._db.execute("SELECT MAX(position) FROM items").fetchone()
+        (last,) = db.execute("SELECT MAX(position) FROM items").fetchone()
         self._recorded_below = -1 if last is None else int(last) + 1
         self._keyed: bool | None = None
         self._verified = 0
@@ -187,6 +259,31 @@ class Journal:
         # Rows waiting for confirm(), by position.
         self._unconfirmed: dict[int, tuple[Any, ...]] = {}
         self.replayed = 0
+        self.closed = False
+
+    def claim(self, identity: str) -> None:
+        """Say what job uses this journal: the first to do so owns the file.
+
+        Raises:
+            JournalError: the journal is another job's.
+        """
+        recorded = self._recorded_identity
+        if recorded is None:
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('identity', ?)", (_text(identity),)
+            )
+            self._recorded_identity = _text(identity)
+        elif recorded != _text(identity):
+            if recorded == TASKS:
+                what = "a journal of tasks (fan_out, fanflow run or ask)"
+            else:
+                what = f"the journal of another job ({recorded!r})"
+            mine = "tasks (fan_out, fanflow run or ask)" if identity == TASKS else repr(identity)
+            raise JournalError(
+                f"{self.path} is {what}, not of {mine}; use another file, or delete it to "
+                "start over"
+            )
+        self.identity = identity
 
     def __repr__(self) -> str:
         return f"Journal({str(self.path)!r}, identity={self.identity!r})"
@@ -223,10 +320,17 @@ class Journal:
             "ORDER BY position",
             (len(items),),
         )
-        for position, recorded in rows:
-            given = fingerprint(items[position])
-            if given != recorded:
-                raise JournalMismatchError(self.path, position, describe(recorded), describe(given))
+        try:
+            for position, recorded in rows:
+                given = fingerprint(items[position])
+                if given != recorded:
+                    raise JournalMismatchError(
+                        self.path, position, describe(recorded), describe(given)
+                    )
+        finally:
+            # An open statement would keep the connection (and its lock)
+            # alive after close() while the traceback holds this frame.
+            rows.close()
         # lookup() need not fingerprint these positions again to compare.
         self._verified = len(items)
 
@@ -259,7 +363,7 @@ class Journal:
             self._pending[index] = (ident, fp)
             return None
         self.replayed += 1
-        value = json.loads(row[2]) if row[2] is not None else None
+        value = self.replay_value(key, row[2])
         return TaskResult(
             key,
             Status.OK,
@@ -354,6 +458,74 @@ class Journal:
         """Recorded items per status."""
         return dict(self._db.execute("SELECT status, COUNT(*) FROM items GROUP BY status"))
 
+    # -- a journal of tasks -------------------------------------------------
+    def recorded_ok(self, fingerprints: Sequence[bytes]) -> dict[bytes, tuple[Any, ...]]:
+        """The rows recorded ``ok`` for these task fingerprints (one query per 500)."""
+        found: dict[bytes, tuple[Any, ...]] = {}
+        if not self._has_rows:
+            return found
+        for start in range(0, len(fingerprints), 500):
+            chunk = fingerprints[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self._db.execute(
+                "SELECT ident, value, attempts, duration, finished_at FROM items "
+                f"WHERE status = 'ok' AND ident IN ({marks})",
+                chunk,
+            ):
+                found[row[0]] = row[1:]
+        return found
+
+    def replay_value(self, name: str, stored: str | None) -> Any:
+        """A stored value, as the task returned it (through ``deserialize``).
+
+        Raises:
+            JournalError: ``deserialize`` raised (the task is named).
+        """
+        value = json.loads(stored) if stored is not None else None
+        if self.deserialize is None:
+            return value
+        try:
+            return self.deserialize(value)
+        except Exception as exc:
+            raise JournalError(
+                f"{self.path}: deserialize failed for the stored value of task {name!r}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    def task_row(self, fp: bytes, result: TaskResult) -> tuple[Any, ...]:
+        """The row recording a task's ``ok`` result under its fingerprint.
+
+        Raises:
+            JournalError: the value cannot be stored (the task is named).
+        """
+        value = result.value if self.serialize is None else self.serialize(result.value)
+        try:
+            text = json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise JournalError(
+                f"the value of task {result.name!r} cannot be stored in the journal "
+                f"{self.path}: {exc}. HINT: return JSON data, or give "
+                "ff.Journal(path, serialize=..., deserialize=...) to convert values"
+            ) from None
+        return (
+            fp,
+            _text(result.name),
+            Status.OK.value,
+            text,
+            None,
+            result.attempts,
+            result.started_at,
+            result.finished_at,
+            result.duration,
+            result.index,
+            None,
+        )
+
+    def record_tasks(self, rows: list[tuple[Any, ...]]) -> None:
+        """Commit task rows (from :meth:`task_row`) in one transaction."""
+        self._insert(rows)
+
     def close(self) -> None:
-        """Close the database."""
+        """Close the database (and let another process have it)."""
+        self.closed = True
         self._db.close()

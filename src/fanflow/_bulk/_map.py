@@ -153,6 +153,8 @@ class fan_map(ResultStream):
         name: ``name(item)`` labels an item in results and in the journal's
             ``key`` column, without identifying it (default: as above).
         serialize: converts a value to JSON data before it is journaled.
+        deserialize: converts stored JSON data back into a value when it is
+            replayed (default: the JSON data as stored).
         executor: where ``fn`` runs: ``"async"`` (the default: coroutine
             functions on the loop, plain callables in worker threads),
             ``"thread"``, ``"process"`` or an ``ff.executors.Executor``.
@@ -193,6 +195,7 @@ class fan_map(ResultStream):
         key: Callable[[Any], Any] | None = None,
         name: Callable[[Any], str] | None = None,
         serialize: Callable[[Any], Any] | None = None,
+        deserialize: Callable[[Any], Any] | None = None,
         executor: ExecutorSpec = "async",
         on_event: EventHandler | None = None,
     ) -> None:
@@ -231,9 +234,11 @@ class fan_map(ResultStream):
         if isinstance(journal, Journal) or journal is None:
             self.journal = journal
         else:
-            self.journal = Journal(journal, _identity(fn), serialize)
+            self.journal = Journal(journal, _identity(fn), serialize, deserialize)
         if self.journal is not None:
             try:
+                if self.journal.identity is None:
+                    self.journal.claim(_identity(fn))
                 self.journal.bind(keyed=key is not None)
                 if key is None and isinstance(items, Sequence):
                     self.journal.verify(items)

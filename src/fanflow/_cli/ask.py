@@ -59,6 +59,13 @@ def _tool(spec: str) -> Any:
 )
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the run report.")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write an HTML report.")
+@click.option(
+    "--journal",
+    "journal_path",
+    type=click.Path(dir_okay=False),
+    help="Record the plan and each finished subtask in this SQLite file; a rerun replays "
+    "them instead of asking (and paying) again.",
+)
 def ask(
     goal: str,
     llm_uri: str,
@@ -68,6 +75,7 @@ def ask(
     deadline: float | None,
     json_out: str | None,
     html_out: str | None,
+    journal_path: str | None = None,
 ) -> None:
     """Plan GOAL into independent subtasks, run them in parallel, and synthesize.
 
@@ -94,8 +102,16 @@ def ask(
         llm = ff.llm.from_uri(llm_uri)
     except (ValueError, ImportError) as exc:  # a bad --llm URI, a missing extra
         _fail(f"--llm {llm_uri}: {exc}")
+    journal = None
+    if journal_path is not None:
+        try:
+            journal = ff.Journal(journal_path, "fanflow tasks")
+        except ff.JournalError as exc:
+            _fail(f"--journal: {exc}")
     try:
-        code, report = _runner.run(_ask(goal, llm, tools, max_tasks, timeout, deadline), "ask")
+        code, report = _runner.run(
+            _ask(goal, llm, tools, max_tasks, timeout, deadline, journal), "ask"
+        )
     except ff.PermanentError as exc:  # a missing key, a refused request
         _fail(str(exc))
     except ff.ServiceError as exc:
@@ -105,6 +121,9 @@ def ask(
         limit = f"--deadline {deadline:g} s" if deadline is not None else f"--timeout {timeout:g} s"
         click.echo(f"error: the model did not answer within {limit}", err=True)
         sys.exit(1)
+    finally:
+        if journal is not None:
+            journal.close()
     unwritten = write_reports(report, json_out, html_out)  # always, whatever the code
     sys.exit(code or unwritten)
 
@@ -116,12 +135,14 @@ async def _ask(
     max_tasks: int,
     timeout: float,
     deadline: float | None,
+    journal: Any = None,
 ) -> tuple[int, dict[str, Any]]:
     from rich.console import Console
 
     import fanflow as ff
 
     from .._workflow._report import run_report
+    from ..llm._plan import plan_once
 
     console = Console() if sys.stdout.isatty() else Console(width=120)
     loop = asyncio.get_running_loop()
@@ -135,7 +156,7 @@ async def _ask(
     try:
         try:
             async with within(timeout):
-                plan = await ff.plan(goal, llm, tools=tools, max_tasks=max_tasks)
+                plan = await plan_once(goal, llm, tools=tools, max_tasks=max_tasks, journal=journal)
         except ff.PlanError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
@@ -145,7 +166,11 @@ async def _ask(
         left = None if end is None else max(end - loop.time(), 0.001)
         try:
             result = await plan.run(
-                on_event=progress.event, timeout=timeout, deadline=left, raise_on_failure=False
+                on_event=progress.event,
+                timeout=timeout,
+                deadline=left,
+                raise_on_failure=False,
+                journal=journal,
             )
         except asyncio.CancelledError:
             progress.close()

@@ -113,12 +113,20 @@ def report(run_json: str, output: str) -> None:
 @click.option(
     "--llm", metavar="URI", help="Model for prompts that name none, e.g. openai:gpt-4o-mini."
 )
+@click.option(
+    "--journal",
+    "journal_path",
+    type=click.Path(dir_okay=False),
+    help="Record finished tasks in this SQLite file; a rerun replays those whose inputs "
+    "are unchanged instead of running (and paying for) them again.",
+)
 def run(
     workflow: str,
     overrides: tuple[str, ...],
     json_out: str | None,
     html_out: str | None,
     llm: str | None,
+    journal_path: str | None = None,
 ) -> None:
     """Run WORKFLOW: fan its tasks out, show progress, then the summary.
 
@@ -133,12 +141,30 @@ def run(
     if problem is not None:
         _fail(problem)
     plan = _load(workflow, overrides, llm)
-    code, report_data = _runner.run(_run(plan), "run")
+    journal = _open_journal(journal_path)
+    try:
+        code, report_data = _runner.run(_run(plan, journal), "run")
+    finally:
+        if journal is not None:
+            journal.close()
     unwritten = write_reports(report_data, json_out, html_out)  # always, whatever the code
     sys.exit(code or unwritten)
 
 
-async def _run(plan: Any) -> tuple[int, dict[str, Any]]:
+def _open_journal(path: str | None) -> Any:
+    """The ``--journal`` file, opened before anything runs (a bad one: exit 2)."""
+    if path is None:
+        return None
+    import fanflow as ff
+
+    try:
+        return ff.Journal(path, "fanflow tasks")
+    except ff.JournalError as exc:
+        _fail(f"--journal: {exc}")
+        return None
+
+
+async def _run(plan: Any, journal: Any = None) -> tuple[int, dict[str, Any]]:
     from rich.console import Console
     from rich.table import Table
 
@@ -154,7 +180,11 @@ async def _run(plan: Any) -> tuple[int, dict[str, Any]]:
     started = time.time()
     try:
         result = await ff.fan_out(
-            plan.tasks, raise_on_failure=False, on_event=progress.event, **plan.options
+            plan.tasks,
+            raise_on_failure=False,
+            on_event=progress.event,
+            journal=journal,
+            **plan.options,
         )
     except asyncio.CancelledError:
         progress.close()
@@ -294,9 +324,8 @@ class _Progress:
                 self.live.update(self._line())
             else:
                 took = f"{r.duration:.2f}s" if r.duration is not None else "-"
-                click.echo(
-                    f"  {r.status.value:<9} {r.name} ({took}, {r.attempts} attempt(s))", err=True
-                )
+                how = "replayed from the journal" if r.replayed else f"{r.attempts} attempt(s)"
+                click.echo(f"  {r.status.value:<9} {r.name} ({took}, {how})", err=True)
 
     def interrupted(self, threads: list[str]) -> None:
         """Say what a signal interrupted: finished, stopped, and never started."""

@@ -154,6 +154,14 @@ class Driver:
         self._taken = 0  # results the consumer has taken
         self._delivers = not isinstance(sink, Collect)
         self._plain = source if isinstance(source, ListSource) and source.graph is None else None
+        # A durable fan-out (journal=): tasks are looked up before they start
+        # (so each goes through _accept), and ok results wait in _held until
+        # the loop turn's commit.
+        self._journal = settings.journal
+        self._held: list[tuple[TaskResult, Status, BaseException | None, float]] = []
+        self._committing = False
+        if self._journal is not None:
+            self._plain = None
         self._last_fn: Any = None
         self._last_async = False
         timeout = settings.timeout
@@ -263,6 +271,11 @@ class Driver:
             self.sink.replay(item)
             return
         assert isinstance(item, Task)
+        if self._journal is not None:
+            replayed = self._journal.replay(item, index, self._value_of, self._offset + now)
+            if replayed is not None:
+                self._settled(replayed, Status.OK, None, now)
+                return
         if self._streaming:
             self._unsettled += 1
             if self._hedging is not None:
@@ -628,6 +641,18 @@ class Driver:
     def _settled(
         self, result: TaskResult, status: Status, error: BaseException | None, end: float
     ) -> None:
+        if (
+            self._journal is not None
+            and status is Status.OK
+            and not result.replayed
+            and not self._committing
+        ):
+            # Durable: nothing sees an ok result before its record is
+            # committed — one transaction for all that ended in this turn.
+            if not self._held:
+                self._loop.call_soon(self._guard, self._commit)
+            self._held.append((result, status, error, end))
+            return
         if not self._streaming:
             self.results[result.index] = result  # type: ignore[index]
         self._unsettled -= 1
@@ -650,6 +675,29 @@ class Driver:
             self._stop(
                 Status.CANCELLED, f"{self.strategy.name} finished before this task did", None
             )
+
+    def _commit(self) -> None:
+        """Commit the held ok results, then let everything see them."""
+        held, self._held = self._held, []
+        if not held:
+            return
+        journal = self._journal
+        rows = []
+        unstorable: BaseException | None = None
+        for result, _, _, _ in held:
+            try:
+                rows.append(journal.row(result))
+            except Exception as exc:  # a value that cannot be stored
+                unstorable = unstorable or exc
+        journal.commit(rows)
+        if unstorable is not None:
+            raise unstorable
+        self._committing = True
+        try:
+            for result, status, error, end in held:
+                self._settled(result, status, error, end)
+        finally:
+            self._committing = False
 
     def _release(self, name: str) -> None:
         if self.stopping:
@@ -814,9 +862,25 @@ class Driver:
         """Cancel and await whatever still runs; release timers and workers."""
         self.closed = True
         try:
+            if self._held:
+                self._flush_held()
             self.sink.close(self._error is not None)
         finally:
             await self._stop_everything()
+
+    def _flush_held(self) -> None:
+        """Leaving early (an error, a cancellation): record the ok results still held.
+
+        They finished, and a rerun must not pay for them again.
+        """
+        held, self._held = self._held, []
+        rows = []
+        for result, _, _, _ in held:
+            try:
+                rows.append(self._journal.row(result))
+            except Exception:  # unstorable: already the fan-out's error
+                continue
+        self._journal.commit(rows)
 
     async def _stop_everything(self) -> None:
         if self._deadline_handle is not None:

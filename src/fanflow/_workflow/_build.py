@@ -143,6 +143,12 @@ def _lookup_attr(obj: Any, dotted: str) -> Any:
     return obj
 
 
+def _used_params(template: Template, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters ``template`` refers to (for a task's fingerprint)."""
+    names = {r.keys[0] for r in template.references if r.root == "params" and r.keys}
+    return {name: params[name] for name in sorted(map(str, names)) if name in params}
+
+
 def _shell_task(template: Template, params: Mapping[str, Any], folder: str) -> Callable[..., Any]:
     async def run(upstream: Mapping[str, Any]) -> str:
         command = template.render(params, _values(template, upstream), folder=folder)
@@ -150,6 +156,14 @@ def _shell_task(template: Template, params: Mapping[str, Any], folder: str) -> C
         output = await run_shell(command, cwd=folder)
         return output.stdout.decode("utf-8", errors="replace").rstrip("\n")
 
+    def fingerprint(upstream: Mapping[str, Any]) -> Any:
+        # In a journal (--journal), a run: task is the command it runs.
+        return {
+            "run": template.render(params, _values(template, upstream), folder=folder),
+            "folder": folder,
+        }
+
+    run.__fanflow_fingerprint__ = fingerprint  # type: ignore[attr-defined]
     return run
 
 
@@ -166,6 +180,14 @@ def _call_task(
         # A plain function runs in a daemon worker thread, as ff.Task would run it.
         return await run_sync(fn, **kwargs)
 
+    def fingerprint(upstream: Mapping[str, Any]) -> Any:
+        # In a journal: the function (its code and what it captured) and its arguments.
+        from .._core._fingerprint import fn_digest
+
+        kwargs = {k: _fill(v, params, upstream, folder) for k, v in arguments.items()}
+        return {"call": fn_digest(fn, "its function"), "with": kwargs}
+
+    call.__fanflow_fingerprint__ = fingerprint  # type: ignore[attr-defined]
     return call
 
 
@@ -186,6 +208,17 @@ def _prompt_task(
                 await close()
         return completion.text
 
+    def fingerprint(upstream: Mapping[str, Any]) -> Any:
+        # In a journal: what the prompt is rendered from (the rendering itself
+        # frames values with a fresh nonce each time), and the model.
+        return {
+            "prompt": template.source,
+            "values": _values(template, upstream),
+            "params": _used_params(template, params),
+            "model": llm_uri,
+        }
+
+    ask.__fanflow_fingerprint__ = fingerprint  # type: ignore[attr-defined]
     return ask
 
 

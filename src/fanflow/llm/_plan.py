@@ -9,6 +9,7 @@ synthesizes the results with their gaps.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import inspect
@@ -255,6 +256,29 @@ class Plan:
         """The plan as plain data."""
         return {"goal": self.goal, "tasks": [dataclasses.asdict(s) for s in self.subtasks]}
 
+    @classmethod
+    def from_dict(
+        cls, data: Mapping[str, Any], llm: Any, tools: Mapping[str, Callable[..., Any]]
+    ) -> Plan:
+        """A plan from :meth:`to_dict`'s data (a journal's replay of a planning call).
+
+        Raises:
+            KeyError, TypeError: the data is not a plan's.
+        """
+        subtasks = [
+            Subtask(
+                name=t["name"],
+                prompt=t["prompt"],
+                tool=t["tool"],
+                args=dict(t["args"]),
+                needs=tuple(t["needs"]),
+                reads=tuple(t["reads"]),
+                writes=tuple(t["writes"]),
+            )
+            for t in data["tasks"]
+        ]
+        return cls(data["goal"], subtasks, llm, tools)
+
     def tasks(self) -> tuple[list[Task], dict[str, list[str]]]:
         """The fanflow tasks and the needs graph this plan runs as."""
         tasks = [
@@ -297,7 +321,20 @@ class Plan:
             prompt = _render(_template(sub.prompt, "prompt"), upstream)
             return (await llm.complete(prompt)).text
 
+        def fingerprint(upstream: Mapping[str, Any]) -> Any:
+            # In a journal: the subtask as planned, what it uses, and its tool or model.
+            from .._core._fingerprint import fn_digest
+            from ._tasks import model_identity
+
+            used = {name: upstream[name] for name in sorted(upstream)}
+            if sub.tool is not None:
+                doer: Any = fn_digest(tools[sub.tool], f"tool {sub.tool!r}")
+            else:
+                doer = model_identity(llm)
+            return {"subtask": dataclasses.asdict(sub), "upstream": used, "by": doer}
+
         run.__qualname__ = run.__name__ = sub.name
+        run.__fanflow_fingerprint__ = fingerprint  # type: ignore[attr-defined]
         return run
 
     async def run(self, **options: Unpack[FanOutOptions]) -> FanInResult:
@@ -397,6 +434,59 @@ async def ask(
         StrategyFailed: the plan's run failed its strategy (by default: no
             subtask succeeded) and ``raise_on_failure`` is true.
     """
-    the_plan = await plan(goal, llm, tools=tools, max_tasks=max_tasks)
+    the_plan = await plan_once(
+        goal, llm, tools=tools, max_tasks=max_tasks, journal=options.get("journal")
+    )
     result = await the_plan.run(**options)
     return await synthesize(result, llm, conflict_strategy=conflict_strategy)
+
+
+async def plan_once(
+    goal: str,
+    llm: Any,
+    *,
+    tools: Sequence[Callable[..., Any]] | Mapping[str, Callable[..., Any]] | None,
+    max_tasks: int,
+    journal: Any,
+) -> Plan:
+    """:func:`plan`, recorded in ``journal`` (if any) and replayed from it on a rerun.
+
+    Planning is a model call, and a model need not plan the same way twice:
+    replaying the plan keeps its subtasks — and so their records — the same.
+
+    Raises:
+        PlanError: as :func:`plan`.
+    """
+    if journal is None:
+        return await plan(goal, llm, tools=tools, max_tasks=max_tasks)
+    from .._core._fingerprint import fn_digest
+    from ._tasks import model_identity
+
+    if tools is None:
+        table: dict[str, Callable[..., Any]] = {}
+    elif isinstance(tools, Mapping):
+        table = dict(tools)
+    else:
+        table = {getattr(fn, "__name__", repr(fn)): fn for fn in tools}
+
+    async def planning() -> dict[str, Any]:
+        return (await plan(goal, llm, tools=table, max_tasks=max_tasks)).to_dict()
+
+    def fingerprint() -> Any:
+        return {
+            "goal": goal,
+            "model": model_identity(llm),
+            "tools": {name: fn_digest(fn, f"tool {name!r}") for name, fn in table.items()},
+            "max_tasks": max_tasks,
+        }
+
+    planning.__fanflow_fingerprint__ = fingerprint  # type: ignore[attr-defined]
+    done = await fan_out(
+        [Task("plan", planning)], journal=journal, raise_on_failure=False, audit="off"
+    )
+    outcome = done.results[0]
+    if outcome.error is not None:
+        raise outcome.error
+    if not outcome.ok:
+        raise asyncio.CancelledError  # the planning call was stopped
+    return Plan.from_dict(outcome.value, llm, table)

@@ -148,6 +148,14 @@ class SDKChat(abc.ABC):
         # Never the key: only where it comes from.
         return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r})"
 
+    def __fanflow_fingerprint__(self) -> dict[str, Any]:
+        """What identifies this model in a journal: provider, model, default parameters.
+
+        Not the server's address (a local proxy's port changes between
+        runs) and never the key.
+        """
+        return {"provider": self.provider, "model": self.model, "params": self.params}
+
     @abc.abstractmethod
     def _new_client(self, key: str, base_url: str) -> Any:
         """A new SDK client using ``key`` at ``base_url``, with the SDK's retries off."""

@@ -32,6 +32,8 @@ def prompt_task(
     ``RateLimit(tokens_per_minute=...)``) is the prompt's size plus
     ``max_tokens`` (256 when not given). Model calls are idempotent, so the
     task may be retried and hedged; its spending shows in ``result.usage``.
+    In a journal (``journal=``) the task is identified by its prompt, model
+    and parameters: change one and it runs again.
     """
 
     async def ask() -> str:
@@ -39,6 +41,12 @@ def prompt_task(
         return completion.text
 
     ask.__qualname__ = ask.__name__ = f"prompt[{getattr(llm, 'name', llm)}]"
+    # In a journal (journal=), the task is what it asks: prompt, model, parameters.
+    ask.__fanflow_fingerprint__ = lambda: {  # type: ignore[attr-defined]
+        "prompt": prompt,
+        "model": model_identity(llm),
+        "params": params,
+    }
     tokens = estimate_tokens(prompt) + int(params.get("max_tokens", 256))
     return Task(
         name,
@@ -50,6 +58,20 @@ def prompt_task(
         writes=writes,
         tokens=tokens,
     )
+
+
+def model_identity(llm: Any) -> Any:
+    """What identifies a model in a journal: its own ``__fanflow_fingerprint__()``,
+    else its type, ``name`` and ``model``."""
+    hook = getattr(llm, "__fanflow_fingerprint__", None)
+    if hook is not None:
+        return hook()
+    kind = type(llm)
+    return {
+        "type": f"{kind.__module__}.{kind.__qualname__}",
+        "name": str(getattr(llm, "name", "")),
+        "model": str(getattr(llm, "model", "")),
+    }
 
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")

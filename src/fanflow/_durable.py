@@ -1,0 +1,159 @@
+"""Durable fan-outs: ``journal=`` on ``fan_out``, ``run``, ``as_completed`` and the verbs.
+
+The driver asks a :class:`TaskJournal` two things: before a task's first
+attempt, whether the journal holds its result (:meth:`TaskJournal.replay`);
+after a task ended ``ok``, the row to commit (:meth:`TaskJournal.row`) —
+the driver commits every row of a loop turn in one transaction before the
+strategy, the dependents or the caller see any of those results.
+
+A task is identified by its fingerprint (``_core._fingerprint``): its name,
+its function, and its arguments once :class:`~fanflow.Ref` values are
+filled in. Tasks without references are fingerprinted before anything
+starts (an argument that cannot be fingerprinted is an error then, and
+nothing runs); the others when their needs are done.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ._bulk._journal import TASKS, Journal
+from ._core._exceptions import JournalError
+from ._core._fingerprint import Unfingerprintable, call_fingerprint
+from ._core._result import TaskResult
+from ._core._task import Task, fill_refs
+from ._core._types import Status
+
+__all__ = ["TaskJournal", "open_journal"]
+
+# The fingerprint of a task that cannot be identified: it runs, unrecorded.
+_UNRECORDED = b""
+
+
+def open_journal(spec: str | os.PathLike[str] | Journal) -> tuple[Journal, bool]:
+    """The journal for a ``journal=`` option, and whether the verb opened it (and closes it).
+
+    Raises:
+        JournalError: as :class:`Journal`; or it is another job's journal.
+    """
+    if isinstance(spec, Journal):
+        if spec.closed:
+            raise JournalError(f"{spec.path}: this ff.Journal was closed")
+        if spec.identity is None:
+            spec.claim(TASKS)
+        elif spec.identity != TASKS:
+            spec.claim(TASKS)  # raises, naming both
+        return spec, False
+    journal = Journal(spec)
+    try:
+        journal.claim(TASKS)
+    except BaseException:
+        journal.close()
+        raise
+    return journal, True
+
+
+class TaskJournal:
+    """One fan-out's view of its journal: fingerprints by position, replays, rows."""
+
+    __slots__ = ("_cache", "_found", "_fps", "journal", "owned", "replayed")
+
+    def __init__(self, journal: Journal, owned: bool, tasks: Sequence[Task]) -> None:
+        self.journal = journal
+        self.owned = owned
+        self._cache: dict[Any, bytes] = {}
+        self._fps: list[bytes | None] = [None] * len(tasks)
+        self.replayed = 0
+        known: list[bytes] = []
+        for i, task in enumerate(tasks):
+            if task.has_refs:
+                continue  # its arguments are known once its needs are done
+            fp = self._fingerprint(task, task.args, task.kwargs)
+            self._fps[i] = fp
+            known.append(fp)
+        self._found = journal.recorded_ok(known)
+
+    def _fingerprint(self, task: Task, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bytes:
+        try:
+            return call_fingerprint(task.name, task.fn, args, kwargs, self._cache)
+        except Unfingerprintable as exc:
+            raise JournalError(
+                f"cannot journal {exc}. HINT: pass such objects to the task another way "
+                "(a module-level name), give the object a __fanflow_fingerprint__() method "
+                "returning data that identifies it, or give the function a "
+                "__fanflow_fingerprint__(*args, **kwargs) attribute"
+            ) from None
+        except Exception:
+            # The function's own __fanflow_fingerprint__ failed (a workflow
+            # template that cannot render these values): the task runs, fails
+            # the same way and says why; it is not recorded.
+            return _UNRECORDED
+
+    def replay(
+        self, task: Task, index: int, value_of: Callable[[str], Any], at: float
+    ) -> TaskResult | None:
+        """The task's recorded result (``replayed``), or ``None``: it must run.
+
+        Raises:
+            JournalError: a filled-in argument cannot be fingerprinted, or a
+                stored value cannot be deserialized.
+        """
+        fp = self._fps[index]
+        if fp is None:
+            values = {name: value_of(name) for name in task.needs}
+            try:
+                args = fill_refs(task.args, values)
+                kwargs = fill_refs(dict(task.kwargs), values)
+            except LookupError:
+                return None  # the attempt will fail the same way, and say so
+            fp = self._fps[index] = self._fingerprint(task, args, kwargs)
+            found = self.journal.recorded_ok([fp]).get(fp) if fp else None
+        else:
+            found = self._found.pop(fp, None) if fp else None
+        if found is None:
+            return None
+        stored, _, duration, finished_at = found
+        value = self.journal.replay_value(task.name, stored)
+        self.replayed += 1
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(finished_at or 0))
+        took = f", took {duration:.3g} s" if duration is not None else ""
+        return TaskResult(
+            task.name,
+            Status.OK,
+            value,
+            None,
+            0,
+            None,
+            at,
+            None,
+            f"replayed from the journal {self.journal.path} (ran {when}{took})",
+            False,
+            (),
+            index,
+            replayed=True,
+        )
+
+    def row(self, result: TaskResult) -> tuple[Any, ...] | None:
+        """The journal row for an ``ok`` result of this fan-out (``None``: not recorded).
+
+        Raises:
+            JournalError: its value cannot be stored (the task is named).
+        """
+        assert result.index is not None
+        fp = self._fps[result.index]
+        if not fp:
+            return None
+        return self.journal.task_row(fp, result)
+
+    def commit(self, rows: list[tuple[Any, ...] | None]) -> None:
+        """Commit rows in one transaction (``None`` rows are skipped)."""
+        self.journal.record_tasks([row for row in rows if row is not None])
+
+    def close(self) -> None:
+        """Close the journal if this fan-out opened it."""
+        if self.owned:
+            self.journal.close()
+            self.owned = False
