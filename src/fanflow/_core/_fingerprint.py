@@ -291,13 +291,25 @@ def call_fingerprint(
         Unfingerprintable: something in the call has no identity that
             survives the process; the message names the task and where.
     """
+    hook = getattr(fn, "__fanflow_fingerprint__", None)
+    if hook is None and not args and not kwargs and cache is not None:
+        # The common case of many tasks of one function: the function's
+        # digest is cached, and nothing else needs the encoder.
+        digest = cache.get(fn) if type(fn) is types.FunctionType else None
+        if digest is not None:
+            data = name.encode("utf-8", "surrogatepass")
+            return hashlib.sha256(b"%s%d:%s%s" % (_VERSION, len(data), data, digest)).digest()
     where = f"task {name!r}"
     enc = _Encoder({} if cache is None else cache)
     out = enc.out
     out.append(_VERSION)
+    if not args and not kwargs and hook is None:
+        data = name.encode("utf-8", "surrogatepass")
+        out.append(b"%d:%s" % (len(data), data))
+        out.append(fn_digest(fn, f"{where}: its function", cache))
+        return hashlib.sha256(b"".join(out)).digest()
     enc.value(name, where)
     out.append(_qualname(fn).encode() + b";")
-    hook = getattr(fn, "__fanflow_fingerprint__", None)
     try:
         if hook is not None and callable_hook_on_fn(fn):
             out.append(b"H")
