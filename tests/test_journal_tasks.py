@@ -505,3 +505,83 @@ async def test_plan_run_takes_a_journal(tmp_path: Path) -> None:
     before = len(llm.history)
     result = await the_plan.run(journal=db)
     assert len(llm.history) == before and all(r.replayed for r in result.results)
+
+
+# -- with the other options ----------------------------------------------------------------
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+# Module-level, not captured: a closure's captured values are part of its
+# fingerprint, and a counter that changes would make every run a new input.
+TRIES: dict[str, int] = {}
+
+
+async def flaky(name: str) -> str:
+    TRIES[name] = TRIES.get(name, 0) + 1
+    if TRIES[name] < 2:
+        raise ff.TransientError("try again")
+    return name
+
+
+@pytest.mark.parametrize("executor", ["async", "thread", "process"])
+def test_plain_functions_on_every_executor_are_replayed(tmp_path: Path, executor: str) -> None:
+    db = tmp_path / "run.db"
+    tasks = [ff.Task(f"s{i}", square, (i,)) for i in range(4)]
+    first = run(tasks, journal=db, executor=executor)
+    again = run(tasks, journal=db, executor=executor)
+    assert [r.value for r in again.results] == [r.value for r in first.results] == [0, 1, 4, 9]
+    assert all(r.replayed for r in again.results)
+
+
+async def test_retried_tasks_are_recorded_once_ok(tmp_path: Path) -> None:
+    db = tmp_path / "run.db"
+    TRIES.clear()
+    tries = TRIES
+
+    tasks = [ff.Task(n, flaky, (n,)) for n in "abc"]
+    first = await ff.fan_out(tasks, journal=db, retry=ff.Retry(attempts=3, backoff=0))
+    assert [r.attempts for r in first.results] == [2, 2, 2]
+    assert rows(db) == [("a", "ok"), ("b", "ok"), ("c", "ok")]
+    again = await ff.fan_out(tasks, journal=db, retry=ff.Retry(attempts=3, backoff=0))
+    assert all(r.replayed for r in again.results) and tries == {"a": 2, "b": 2, "c": 2}
+
+
+async def test_leaving_as_completed_early_closes_the_journal_it_opened(tmp_path: Path) -> None:
+    db = tmp_path / "run.db"
+
+    async def wait(x: int) -> int:
+        await asyncio.sleep(0 if x == 0 else 30)
+        return x
+
+    tasks = [ff.Task(f"w{i}", wait, (i,)) for i in range(3)]
+    async with ff.as_completed(tasks, journal=db) as stream:
+        async for result in stream:
+            assert result.name == "w0"
+            break
+    # Closed: another journal may open the file, and w0 was committed.
+    again = await ff.fan_out(tasks[:1], journal=db)
+    assert again.results[0].replayed
+
+
+async def test_a_skipped_dependent_runs_once_its_need_succeeds(tmp_path: Path) -> None:
+    db = tmp_path / "run.db"
+    fail = True
+
+    async def maybe() -> int:
+        if fail:
+            raise ValueError("not yet")
+        return 5
+
+    def tasks() -> list[ff.Task]:
+        return [ff.Task("m", maybe), ff.Task("n", double, (ff.Ref("m"),))]
+
+    first = await ff.fan_out(tasks(), journal=db, raise_on_failure=False)
+    assert [r.status.value for r in first.results] == ["error", "skipped"]
+    fail = False
+    second = await ff.fan_out(tasks(), journal=db)
+    assert second.value == {"m": 5, "n": 10} and CALLS == [("double", 5)]
+    third = await ff.fan_out(tasks(), journal=db)
+    assert all(r.replayed for r in third.results)
