@@ -405,11 +405,28 @@ async def test_a_fan_map_journal_and_a_task_journal_are_not_mixed(tmp_path: Path
 def test_journals_of_other_fanflow_versions_are_refused(tmp_path: Path) -> None:
     old = tmp_path / "old.db"
     con = sqlite3.connect(old)
-    con.execute("CREATE TABLE items (key TEXT PRIMARY KEY, status TEXT)")
+    con.execute(
+        "CREATE TABLE items (key TEXT PRIMARY KEY, status TEXT NOT NULL, value TEXT, "
+        "error TEXT, attempts INTEGER NOT NULL, started_at REAL, finished_at REAL, "
+        "duration REAL)"
+    )
     con.commit()
     con.close()
+    before = old.read_bytes()
     with pytest.raises(ff.JournalError, match="older fanflow"):
         run([ff.Task("a", double, (1,))], journal=old)
+    assert old.read_bytes() == before  # refused untouched
+    users = tmp_path / "app.db"
+    con = sqlite3.connect(users)
+    con.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    con.commit()
+    con.close()
+    before = users.read_bytes()
+    with pytest.raises(
+        ff.JournalError, match=r"not a fanflow journal \(a database with tables users"
+    ):
+        run([ff.Task("a", double, (1,))], journal=users)
+    assert users.read_bytes() == before
     newer = tmp_path / "newer.db"
     run([ff.Task("a", double, (1,))], journal=newer)
     con = sqlite3.connect(newer)

@@ -203,20 +203,30 @@ class Journal:
         db = self._db
         try:
             # One connection holds the file for as long as it is open: the
-            # first write takes the lock, and closing (or dying) lets it go.
+            # first read takes a lock that the first write makes exclusive,
+            # and closing (or dying) lets it go.
             db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            # Look before writing anything: a file that is not a journal we
+            # can use (a user's database, an older or newer fanflow's
+            # journal) is refused untouched.
+            tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            columns = {c[1] for c in db.execute("PRAGMA table_info(items)")}
+            fmt = None
+            if "meta" in tables and "ident" in columns:
+                fmt = db.execute("SELECT value FROM meta WHERE name = 'format'").fetchone()
+            self._check_layout(tables, columns, fmt)
+            db.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            if fmt is None:
+                db.execute("INSERT INTO meta VALUES ('format', ?)", (str(_FORMAT),))
+            db.execute("COMMIT")
             db.execute("PRAGMA journal_mode=WAL")
             # NORMAL is durable against a crash of this process (kill -9);
             # FULL would add an fsync per transaction for power loss too.
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("BEGIN IMMEDIATE")  # the lock, before anything is read
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            db.execute("COMMIT")
             row = db.execute("SELECT value FROM meta WHERE name = 'identity'").fetchone()
-            fmt = db.execute("SELECT value FROM meta WHERE name = 'format'").fetchone()
-            columns = {c[1] for c in db.execute("PRAGMA table_info(items)")}
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
                 raise JournalError(
@@ -228,21 +238,6 @@ class Journal:
             raise JournalError(f"{self.path}: not a fanflow journal ({exc})") from None
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"{self.path}: not a fanflow journal ({exc})") from None
-        if "ident" not in columns:
-            # Version 1 identified items by their text alone, so equal items
-            # were one item: its records cannot be trusted to say what ran.
-            raise JournalError(
-                f"{self.path} was written by an older fanflow, which identified items by "
-                "their text alone (equal items were skipped as done); finish that run with "
-                "the older fanflow, or delete the file to start over"
-            )
-        if fmt is not None and (not fmt[0].isdigit() or int(fmt[0]) > _FORMAT):
-            raise JournalError(
-                f"{self.path} was written by a newer fanflow (journal format {fmt[0]}; this "
-                f"fanflow reads format {_FORMAT}); use that fanflow, or another file"
-            )
-        if fmt is None:
-            db.execute("INSERT INTO meta VALUES ('format', ?)", (str(_FORMAT),))
         self._recorded_identity = None if row is None else row[0]
         if self.identity is not None:
             self.claim(self.identity)
@@ -260,6 +255,34 @@ class Journal:
         self._unconfirmed: dict[int, tuple[Any, ...]] = {}
         self.replayed = 0
         self.closed = False
+
+    def _check_layout(self, tables: set[str], columns: set[str], fmt: tuple[str] | None) -> None:
+        """Refuse a file that is not a journal this fanflow can use.
+
+        Raises:
+            JournalError: another database, an older or a newer journal.
+        """
+        if not tables:
+            return  # a new (or empty) file
+        if "ident" in columns and "meta" in tables:
+            if fmt is not None and (not fmt[0].isdigit() or int(fmt[0]) > _FORMAT):
+                raise JournalError(
+                    f"{self.path} was written by a newer fanflow (journal format {fmt[0]}; "
+                    f"this fanflow reads format {_FORMAT}); use that fanflow, or another file"
+                )
+            return
+        if {"key", "status", "attempts"} <= columns and tables <= {"items", "meta"}:
+            # Version 1 identified items by their text alone, so equal items
+            # were one item: its records cannot be trusted to say what ran.
+            raise JournalError(
+                f"{self.path} was written by an older fanflow, which identified items by "
+                "their text alone (equal items were skipped as done); finish that run with "
+                "the older fanflow, or delete the file to start over"
+            )
+        raise JournalError(
+            f"{self.path}: not a fanflow journal (a database with tables "
+            f"{', '.join(sorted(tables))}); it was left as it is — use another file"
+        )
 
     def claim(self, identity: str) -> None:
         """Say what job uses this journal: the first to do so owns the file.
