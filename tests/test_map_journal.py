@@ -187,11 +187,14 @@ def test_cli_non_utf8_argument_is_journaled_and_replayed(tmp_path: Path) -> None
     assert piped.returncode == 0 and piped.stdout == b"", piped.stderr
 
 
-def test_cli_records_a_job_only_after_its_output_was_written(tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", [0, 2_000, 30_000])
+def test_cli_records_a_job_only_after_its_output_was_written(tmp_path: Path, extra: int) -> None:
     # Each job prints more than the pipe holds (shrunk to one page), so a
     # job's write completes only when the reader took (nearly) all of it.
-    # The reader takes exactly 4 jobs' output and leaves: the journal must
-    # hold those 4 jobs ok and no other, and a rerun must print the rest.
+    # The reader takes exactly 4 jobs' output (and `extra` bytes of a 5th)
+    # and leaves: the journal must hold those 4 jobs ok and no other, and a
+    # rerun must print the rest. (Python's buffered stdout reported a write
+    # cut short by the reader leaving as done: job 5 was recorded unread.)
     db = tmp_path / "j.db"
     size = 9 + 40_000
     cmd = "printf '%08d\\n' {}; head -c 40000 /dev/zero"
@@ -206,8 +209,8 @@ def test_cli_records_a_job_only_after_its_output_was_written(tmp_path: Path) -> 
     os.close(write_end)
     data = b""
     with os.fdopen(read_end, "rb", buffering=0) as reader:
-        while len(data) < 4 * size:
-            chunk = reader.read(4 * size - len(data))
+        while len(data) < 4 * size + extra:
+            chunk = reader.read(4 * size + extra - len(data))
             assert chunk
             data += chunk
     _, err = proc.communicate(timeout=60)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import heapq
+import io
 import math
 import os
 import re
@@ -663,11 +664,10 @@ def _report(
 
     timed_out = isinstance(result.error, ShellTimeoutError)
     if spec.verbose and command is not None:
-        sys.stdout.buffer.write(os.fsencode(command) + b"\n")
+        _raw(sys.stdout).write(os.fsencode(command) + b"\n")
     if spec.trace and command is not None:
         # -t / --verbose: the command on stderr, as GNU prints it.
-        sys.stderr.buffer.write(os.fsencode(command) + b"\n")
-        sys.stderr.buffer.flush()
+        _raw(sys.stderr).write(os.fsencode(command) + b"\n")
     if output is not None:
         if spec.line_buffer:
             pass  # printed line by line while it ran (see _line_sinks)
@@ -739,7 +739,7 @@ def _line_sinks(
         return None
     tag = os.fsencode(" ".join(args) + "\t") if spec.tag else None
 
-    def sink(stream: IO[bytes]) -> Callable[[bytes], None]:
+    def sink(stream: Any) -> Callable[[bytes], None]:
         def write(lines: bytes) -> None:
             if progress is not None:
                 progress.clear()  # redrawn when the next job ends
@@ -753,7 +753,7 @@ def _line_sinks(
 
         return write
 
-    return sink(sys.stdout.buffer), sink(sys.stderr.buffer)
+    return sink(_raw(sys.stdout)), sink(_raw(sys.stderr))
 
 
 def _mismatch(exc: Any, journal: Path | None) -> str:
@@ -772,7 +772,7 @@ def _mismatch(exc: Any, journal: Path | None) -> str:
 class _Tagged:
     """A binary writer that puts ``tag`` before every line (--tag)."""
 
-    def __init__(self, sink: IO[bytes], tag: bytes) -> None:
+    def __init__(self, sink: Any, tag: bytes) -> None:
         self.sink = sink
         self.tag = tag
         self.at_start = True
@@ -803,16 +803,47 @@ class _Tagged:
 
 def _emit(output: Any, tag: bytes | None = None) -> None:
     # Whole at once: output of concurrent jobs never interleaves mid-line.
-    # Streamed in chunks from memory or from its temporary file, and flushed
-    # before the job is confirmed in the journal.
+    # Streamed in chunks from memory or from its temporary file, and written
+    # through before the job is confirmed in the journal.
     if output.stdout_size:
-        out: Any = sys.stdout.buffer if tag is None else _Tagged(sys.stdout.buffer, tag)
-        output.write_stdout(out)
-        sys.stdout.buffer.flush()
+        out = _raw(sys.stdout)
+        output.write_stdout(out if tag is None else _Tagged(out, tag))
     if output.stderr_size:
-        err: Any = sys.stderr.buffer if tag is None else _Tagged(sys.stderr.buffer, tag)
-        output.write_stderr(err)
-        sys.stderr.buffer.flush()
+        err = _raw(sys.stderr)
+        output.write_stderr(err if tag is None else _Tagged(err, tag))
+
+
+class _FdWriter:
+    """Writes straight to a file descriptor, every byte or BrokenPipeError.
+
+    Not Python's buffered stdout: when the reader leaves in the middle of a
+    large write, BufferedWriter can report the cut-short write as done
+    (CPython 3.11), and ``fanflow map --journal`` would confirm a job whose
+    output nobody read.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def _raw(stream: IO[str]) -> IO[bytes] | _FdWriter:
+    """Where a job's bytes go: the stream's file descriptor, once its buffer is flushed."""
+    buffer: IO[bytes] = stream.buffer  # type: ignore[attr-defined]
+    buffer.flush()
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return buffer  # not a file (click's CliRunner): nothing to lose
+    return _FdWriter(fd)
 
 
 class _Progress:
