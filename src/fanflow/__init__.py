@@ -25,6 +25,7 @@ from ._core._events import TaskFinished as TaskFinished
 from ._core._events import TaskHedged as TaskHedged
 from ._core._events import TaskRetrying as TaskRetrying
 from ._core._events import TaskStarted as TaskStarted
+from ._core._exceptions import BudgetExceeded as BudgetExceeded
 from ._core._exceptions import FanOutError as FanOutError
 from ._core._exceptions import PermanentError as PermanentError
 from ._core._exceptions import RateLimited as RateLimited
@@ -99,6 +100,7 @@ __all__ = [
     "BestEffort",
     "BetaStop",
     "Budget",
+    "BudgetExceeded",
     "Conflict",
     "ensemble",
     "Event",

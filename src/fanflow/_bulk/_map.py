@@ -21,6 +21,7 @@ from .._core._result import TaskResult
 from .._core._sources import AsyncSource, IterSource, Ordered, Sink, Stream
 from .._core._task import Task
 from .._options import DEFAULT_CONCURRENCY, EventHandler, ExecutorSpec, resolve
+from .._policies._budget import Budget
 from .._policies._hedge import Hedge
 from .._policies._limits import AdaptiveConcurrency, RateLimit
 from .._policies._retry import Retry
@@ -129,6 +130,10 @@ class fan_map(ResultStream):
             ends (items never taken yield no result).
         retry: a :class:`Retry` policy for failed items.
         rate_limit: a shared :class:`RateLimit`.
+        budget: a shared :class:`Budget`: the items' model calls are
+            charged to it, and one that does not fit raises
+            :class:`BudgetExceeded` (items have no ``tokens`` estimate, so
+            nothing is reserved before an item starts).
         ordered: yield in input order. Results that finish early wait for
             the items before them; a slow item holds back everything after
             it, and when ``max_concurrency + buffer`` items are waiting, no
@@ -161,7 +166,7 @@ class fan_map(ResultStream):
         on_event: called (sync or async) with each :class:`Event`.
 
     ``max_concurrency``, ``timeout``, ``deadline``, ``retry``,
-    ``rate_limit``, ``hedge``, ``executor`` and ``on_event`` are the options
+    ``rate_limit``, ``hedge``, ``budget``, ``executor`` and ``on_event`` are the options
     every verb shares (``fanflow._options``), with the same types and
     defaults (a hedge's ``max_extra`` counts the items taken so far); the
     others (``strategy``, ``progress``, ``audit``,
@@ -189,6 +194,7 @@ class fan_map(ResultStream):
         retry: Retry | None = None,
         rate_limit: RateLimit | None = None,
         hedge: Hedge | None = None,
+        budget: Budget | None = None,
         ordered: bool = False,
         buffer: int | None = None,
         journal: str | Path | Journal | None = None,
@@ -221,6 +227,7 @@ class fan_map(ResultStream):
                 "retry": retry,
                 "rate_limit": rate_limit,
                 "hedge": hedge,
+                "budget": budget,
                 "executor": executor,
                 "on_event": on_event,
             },

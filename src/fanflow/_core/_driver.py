@@ -48,7 +48,7 @@ from ._sources import AsyncSource, Collect, ListSource, Sink, Source
 from ._task import Task, fill_refs
 from ._threads import TaskExit
 from ._types import Status
-from ._usage import _ATTEMPT_KEY, _LEDGER, _Ledger
+from ._usage import _ATTEMPT_KEY, _BUDGET, _LEDGER, _Ledger
 
 __all__ = ["Driver", "Settings"]
 
@@ -302,6 +302,9 @@ class Driver:
         return TaskState(task, index, timeout, is_async, retry)
 
     def _launch(self, state: TaskState, now: float, hedge: bool) -> None:
+        if self._budget is not None and state.task.tokens > 0:
+            self._launch_held(state, now, hedge)
+            return
         attempt = Attempt(self, state, hedge)
         state.live.append(attempt)
         admission = self.admission
@@ -316,7 +319,76 @@ class Driver:
     def _start_reserved(self, attempt: Attempt) -> None:
         attempt.reserve_handle = None
         if attempt.stop_status is None:
-            self._base_ctx.run(self._start, attempt, self._loop.time())
+            if attempt.hold is None:
+                self._base_ctx.run(self._start, attempt, self._loop.time())
+            else:
+                self._base_ctx.run(self._held_start, attempt, self._loop.time())
+        elif attempt.hold is not None:
+            self.release_hold(attempt)
+
+    # -- spend budgets (budget=) ----------------------------------------
+    def _launch_held(self, state: TaskState, now: float, hedge: bool) -> None:
+        """:meth:`_launch` under a budget: reserve the attempt's estimate first."""
+        hold = self._reserve(state, now, hedge)
+        if hold is None:
+            return  # refused: the task is settled, or the hedge is not launched
+        attempt = Attempt(self, state, hedge)
+        attempt.hold = hold
+        # Its model requests find it by their ledger key: a thread's attempt
+        # now, an asyncio task's future once it exists (_held_start).
+        self._ledger.holds[attempt] = attempt
+        state.live.append(attempt)
+        admission = self.admission
+        admission.running.add(attempt)
+        if admission.rate_limit is not None:
+            start = admission.reserve(now, state.task.tokens)
+            if start > now:
+                attempt.reserve_handle = self._call_at(start, self._start_reserved, attempt)
+                return
+        self._held_start(attempt, now)
+
+    def _reserve(self, state: TaskState, now: float, hedge: bool) -> Any:
+        """Reserve an attempt's estimate; ``None`` if it does not fit (and then settle)."""
+        budget = self._budget
+        task = state.task
+        # A prompt task says which model it asks and how its estimate splits;
+        # anything else is priced as output of the dearest model (an upper bound).
+        model, input_tokens, output_tokens = getattr(
+            task.fn, "__fanflow_model__", (None, 0, task.tokens)
+        )
+        try:
+            need = budget.cost(model, input_tokens, output_tokens, 1)
+        except KeyError as exc:
+            why: str | None = f"budget: {exc.args[0]}"
+        else:
+            why = budget.reserve(need)
+            if why is None:
+                return need
+        if hedge:
+            if self._hedging is not None:
+                self._hedging.give_back()
+        elif state.attempts == 0:
+            self._finalize(state, Status.SKIPPED, None, None, f"never started: {why}", now, None)
+        else:
+            status, error = state.failure or (Status.ERROR, None)
+            self._finalize(state, status, None, error, f"not retried ({why})", now, None)
+        return None
+
+    def _held_start(self, attempt: Attempt, now: float) -> None:
+        """Start an attempt that holds a reservation, and let its requests find it."""
+        self._start(attempt, now)
+        if attempt.state.is_async and attempt.fut is not None:
+            self._ledger.holds[attempt.fut] = attempt
+
+    def release_hold(self, attempt: Attempt) -> None:
+        """Give back what ``attempt`` still holds of the budget (nothing if a request took it)."""
+        holds = self._ledger.holds
+        holds.pop(attempt, None)
+        if attempt.fut is not None:
+            holds.pop(attempt.fut, None)
+        hold, attempt.hold = attempt.hold, None
+        if hold is not None:
+            self._budget.release(hold)
 
     def _start(self, attempt: Attempt, now: float) -> None:
         loop = self._loop
@@ -480,6 +552,17 @@ class Driver:
         if self._ledger.used:
             wasted = status is Status.CANCELLED or status is Status.TIMEOUT
             self._ledger.settle(fut if state.is_async else attempt, wasted)
+        if self._budget is not None:
+            # Its requests were charged as they ended (and corrected just
+            # above); what the attempt itself still holds goes back.
+            state.failure = (status, error)
+            holds = self._ledger.holds
+            if holds:
+                holds.pop(fut, None)
+                holds.pop(attempt, None)
+            if attempt.hold is not None:
+                self._budget.release(attempt.hold)
+                attempt.hold = None
         if state.result is not None:
             return  # lost a race, or stopped after its task was settled
         stopped = attempt.stop_status is not None
@@ -776,6 +859,12 @@ class Driver:
         self._ledger = _Ledger(_LEDGER.get(), parent_key)
         self._base_ctx = contextvars.copy_context()
         self._base_ctx.run(_LEDGER.set, self._ledger)
+        # The spend budget: this fan-out's own, else the one in force where
+        # it runs (an enclosing fan-out's), shared by every model call inside.
+        self._budget: Any = settings.budget if settings.budget is not None else _BUDGET.get()
+        if self._budget is not None:
+            self._ledger.budget = self._budget
+            self._base_ctx.run(_BUDGET.set, self._budget)
         self._t0 = loop.time()
         # Timestamps are taken on the loop's monotonic clock and reported as
         # wall-clock time: wall = loop time + offset.
@@ -910,5 +999,12 @@ class Driver:
             self._session = None
         if self.result is None and hasattr(self, "_ledger"):
             self._ledger.close()  # cancelled: still book the spending upstream
+        if getattr(self, "_budget", None) is not None:
+            # Attempts cancelled at the end are not settled: give back their holds.
+            for attempt in self.admission.running:
+                if attempt.hold is not None:
+                    self._budget.release(attempt.hold)
+                    attempt.hold = None
+            self._ledger.holds.clear()
         if recancelled:
             raise asyncio.CancelledError

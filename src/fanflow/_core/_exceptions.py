@@ -19,6 +19,8 @@ written against the built-ins keep catching them)::
     │   ├── TransientError           worth retrying: 5xx, connection reset, overload
     │   │   └── RateLimited          429 / quota: retry after ``retry_after`` seconds
     │   └── PermanentError           never retried: bad request, auth, not found
+    │       └── BudgetExceeded       a request that does not fit in the ``ff.Budget``
+    │                                in force; refused before it is sent
     │
     ├── ShellError                   a shell task's command exited non-zero or was
     │                                killed by a signal (``.output``)
@@ -75,6 +77,7 @@ if TYPE_CHECKING:
     from ._result import FanInResult
 
 __all__ = [
+    "BudgetExceeded",
     "FanOutError",
     "HiddenDependencyError",
     "HiddenDependencyWarning",
@@ -203,6 +206,18 @@ class RateLimited(TransientError):
 
 class PermanentError(ServiceError):
     """A failure that retrying cannot fix (bad request, auth); never retried."""
+
+
+class BudgetExceeded(PermanentError):
+    """A model request does not fit in the spend budget in force (``budget=``).
+
+    Raised before the request is sent, by a request that holds no
+    reservation of its own attempt (a task without a ``tokens`` estimate, an
+    agent's second call, ``synthesize``/``plan`` calls), or by any request
+    to a model without a price under a dollar limit. A
+    :class:`PermanentError`, so it is not retried. The message says
+    "budget" and gives the numbers (what was needed, what is left).
+    """
 
 
 # -- what a task's code or process did ----------------------------------------------------------

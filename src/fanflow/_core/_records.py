@@ -21,6 +21,7 @@ class TaskState:
 
     __slots__ = (
         "attempts",
+        "failure",
         "hedge_used",
         "history",
         "index",
@@ -51,6 +52,9 @@ class TaskState:
         self.live: list[Attempt] = []
         self.retry_handle: asyncio.TimerHandle | None = None
         self.hedge_used = False
+        # Under a budget: the last attempt's status and error, for a retry
+        # the budget refuses (the task ends as its last attempt did).
+        self.failure: tuple[Status, BaseException | None] | None = None
 
 
 class Attempt(Call):
@@ -65,6 +69,7 @@ class Attempt(Call):
         "fut",
         "hedge",
         "hedge_timer",
+        "hold",
         "number",
         "reserve_handle",
         "started",
@@ -91,6 +96,9 @@ class Attempt(Call):
         self.stop_status: Status | None = None
         self.stop_reason: str | None = None
         self.stop_error: BaseException | None = None
+        # Under a budget: the attempt's reservation (an ``ff.Spend``) until a
+        # model request of it takes it over or the attempt is settled.
+        self.hold: Any = None
 
     def __call__(self, fut: asyncio.Future[Any]) -> None:
         if fut is self.fut:  # else: a future this attempt has moved on from
@@ -110,7 +118,12 @@ class Attempt(Call):
             self.fut.cancel(msg="fanflow: attempt timed out")
 
     def cancel_timers(self) -> None:
-        for handle in (self.timer, self.hedge_timer, self.reserve_handle):
+        reserve = self.reserve_handle
+        if reserve is not None:
+            reserve.cancel()
+            if self.hold is not None:  # stopped before it started: its budget goes back
+                self.driver.release_hold(self)
+        for handle in (self.timer, self.hedge_timer):
             if handle is not None:
                 handle.cancel()
         self.timer = self.hedge_timer = self.reserve_handle = None

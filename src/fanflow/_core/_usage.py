@@ -18,6 +18,19 @@ thread's attempt), so a request still unfinished when the same attempt
 begins another has failed; the last one is judged when the attempt is
 settled — unfinished in an attempt that ended by itself means it raised,
 unfinished in one that was cancelled or timed out means it was in flight.
+
+Spend budgets (``budget=``, :class:`~fanflow.Budget`): the budget in force
+is a context variable (set by a fan-out given one, or by ``synthesize`` /
+``plan``; nested fan-outs inherit it). Each request is charged to it as it
+ends — an answer its reported tokens, a refusal one request and no tokens,
+a request cut off in flight its estimated prompt — and, once its attempt is
+settled, corrected to what the ledger books (never counted twice: totals a
+nested fan-out passes up to its parent's ledger are not charged again).
+Before a request is sent it needs a reservation: the first request of an
+attempt that reserved its estimate (``Task(tokens=...)``) takes that one;
+any other request reserves its own (one request, its prompt's estimate
+plus ``max_tokens`` when the provider knows it) or raises
+:class:`~fanflow.BudgetExceeded` before anything is sent.
 """
 
 from __future__ import annotations
@@ -27,7 +40,12 @@ import contextlib
 import contextvars
 import dataclasses
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ._exceptions import BudgetExceeded
+
+if TYPE_CHECKING:
+    from .._policies._budget import Budget, Spend
 
 __all__ = ["ModelUsage", "Usage", "begin_request", "collect_usage", "combine_usage"]
 
@@ -129,9 +147,12 @@ class _Request:
     __slots__ = (
         "_key",
         "_ledger",
+        "billed",
+        "budget",
         "count",
         "done",
         "failed",
+        "hold",
         "input_tokens",
         "model",
         "output_tokens",
@@ -146,11 +167,39 @@ class _Request:
         self.failed = False
         self._ledger: _Ledger | None = None
         self._key: object = None
+        # With a budget: what the request holds (until it ends) and what it
+        # has been charged so far (corrections are charged as differences).
+        self.budget: Budget | None = None
+        self.hold: Spend | None = None
+        self.billed: Spend | None = None
 
     def fail(self) -> None:
         """The request ended in an error, not an answer: it costs a request, no tokens."""
         if not self.done:
             self.failed = True
+            if self.budget is not None:
+                self.bill(ModelUsage(self.count, 0, 0))
+
+    def cut(self) -> None:
+        """The request was cut off in flight (cancelled): charge its estimated prompt now.
+
+        Only the budget hears of it here; the ledger judges the request when
+        its attempt is settled (and the budget is corrected to that).
+        """
+        if not self.done and not self.failed and self.budget is not None:
+            self.bill(ModelUsage(self.count, self.input_tokens, 0))
+
+    def bill(self, spent: ModelUsage) -> None:
+        """Charge ``spent`` to the budget (less what was charged before); free the hold."""
+        budget = self.budget
+        if budget is None:
+            return
+        try:
+            now = budget.cost(self.model, spent.input_tokens, spent.output_tokens, spent.requests)
+        except KeyError:  # refused before it was sent, so not reached: the dearest price
+            now = budget.cost(None, spent.input_tokens, spent.output_tokens, spent.requests)
+        hold, before, self.hold, self.billed = self.hold, self.billed, None, now
+        budget.settle(hold, now, before)
 
     def spent(self, in_flight_wasted: bool) -> ModelUsage:
         """What this request costs once its attempt is over.
@@ -166,6 +215,11 @@ class _Request:
 
     def discard(self) -> None:
         """Take this request back before its attempt is settled: someone else booked it."""
+        budget = self.budget
+        if budget is not None:
+            # Someone else (the provider's own booking) charges this request.
+            hold, before, self.hold, self.billed = self.hold, self.billed, None, None
+            budget.settle(hold, None, before)
         if self._ledger is not None:
             requests = self._ledger._open.get(self._key)
             if requests is not None and self in requests:
@@ -181,23 +235,32 @@ class _Request:
         # An answer is the last word: a request inferred failed because its
         # attempt began another (threads sharing one attempt) was only late.
         self.failed = False
+        if self.budget is not None:
+            self.bill(ModelUsage(self.count, self.input_tokens, self.output_tokens))
 
 
 class _Ledger:
     """Requests per attempt of one fan-out, then the totals."""
 
-    __slots__ = ("_open", "parent", "parent_key", "usage", "used")
+    __slots__ = ("_open", "budget", "holds", "parent", "parent_key", "usage", "used")
 
     def __init__(self, parent: _Ledger | None, parent_key: object) -> None:
         self._open: dict[object, list[_Request]] = {}
+        # The budget the fan-out reserves attempts from, and its attempts that
+        # hold a reservation not yet taken by a request (by ledger key).
+        self.budget: Budget | None = None
+        self.holds: dict[object, Any] = {}
         self.usage = Usage()
         self.parent = parent
         self.parent_key = parent_key
         self.used = False  # whether any request was ever booked
 
-    def begin(self, key: object, model: str, input_tokens: int) -> _Request:
+    def begin(
+        self, key: object, model: str, input_tokens: int, request: _Request | None = None
+    ) -> _Request:
         self.used = True
-        request = _Request(model, input_tokens)
+        if request is None:
+            request = _Request(model, input_tokens)
         request._ledger, request._key = self, key
         requests = self._open.setdefault(key, [])
         for earlier in requests:
@@ -214,6 +277,8 @@ class _Ledger:
             return
         for r in requests:
             spent = r.spent(in_flight_wasted=wasted)
+            if r.budget is not None:
+                r.bill(spent)
             self.usage.by_model.setdefault(r.model, ModelUsage()).add(spent)
             if wasted:
                 self.usage.wasted.setdefault(r.model, ModelUsage()).add(spent)
@@ -230,6 +295,8 @@ class _Ledger:
         for requests in self._open.values():
             for r in requests:
                 spent = r.spent(in_flight_wasted=True)
+                if r.budget is not None:
+                    r.bill(spent)
                 self.usage.by_model.setdefault(r.model, ModelUsage()).add(spent)
                 if not r.done and not r.failed:
                     self.usage.wasted.setdefault(r.model, ModelUsage()).add(spent)
@@ -240,6 +307,7 @@ class _Ledger:
         if parent is not None and self.parent_key is not None:
             parent.used = True
             for model, use in self.usage.by_model.items():
+                # A summary, not a request: no budget (each request was charged).
                 request = _Request(model, use.input_tokens, use.requests)
                 request.finish(use.input_tokens, use.output_tokens)
                 parent._open.setdefault(self.parent_key, []).append(request)
@@ -253,15 +321,36 @@ _LEDGER: contextvars.ContextVar[_Ledger | None] = contextvars.ContextVar(
 _ATTEMPT_KEY: contextvars.ContextVar[object] = contextvars.ContextVar(
     "fanflow_attempt", default=None
 )
+# The spend budget in force (``budget=``): set by a fan-out given one, and by
+# ``synthesize``/``plan``; fan-outs started inside an attempt inherit it.
+_BUDGET: contextvars.ContextVar[Budget | None] = contextvars.ContextVar(
+    "fanflow_budget", default=None
+)
+
+
+@contextlib.contextmanager
+def budget_scope(budget: Budget | None) -> Iterator[None]:
+    """Make ``budget`` the one in force inside the block (``None``: leave it as it is)."""
+    if budget is None:
+        yield
+        return
+    token = _BUDGET.set(budget)
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
 
 
 class _Probe:
     """Counts the requests begun while it is current (see :func:`probe`)."""
 
-    __slots__ = ("requests",)
+    __slots__ = ("request", "requests")
 
     def __init__(self) -> None:
         self.requests = 0
+        # The wrapper's own request: its budget reservation passes to the
+        # provider's request, so one request never holds two.
+        self.request: _Request | None = None
 
 
 _PROBE: contextvars.ContextVar[_Probe | None] = contextvars.ContextVar(
@@ -281,28 +370,95 @@ def probe() -> tuple[_Probe, contextvars.Token[_Probe | None]]:
     return counter, _PROBE.set(counter)
 
 
-def begin_request(model: str, estimated_input_tokens: int) -> _Request | None:
-    """Tell the enclosing fan-out (if any) that a model request is being sent.
+def begin_request(
+    model: str,
+    estimated_input_tokens: int,
+    expected_output_tokens: int | None = None,
+    *,
+    reserve: bool = True,
+) -> _Request | None:
+    """Tell the enclosing fan-out (if any) and the budget in force that a request is being sent.
 
     Returns a handle whose ``finish(input_tokens, output_tokens)`` records
-    what the service reported; ``None`` outside a fan-out. Provider
-    implementations call this; task code need not.
+    what the service reported (``fail()``: an error instead of an answer;
+    ``cut()``: cancelled in flight); ``None`` outside a fan-out and without
+    a budget. Provider implementations call this; task code need not.
+
+    Args:
+        model: the model, as the budget's ``prices`` name it.
+        estimated_input_tokens: the prompt's estimated tokens.
+        expected_output_tokens: the most the answer may take (``max_tokens``),
+            when known: reserved with the prompt under a budget.
+        reserve: ``False`` for a request already made (``record_usage``):
+            charged to the budget, never refused.
+
+    Raises:
+        BudgetExceeded: a budget is in force and the request does not fit
+            (or ``model`` has no price under its dollar limit); nothing was sent.
     """
     counter = _PROBE.get()
     if counter is not None:
         counter.requests += 1
     ledger = _LEDGER.get()
-    if ledger is None:
+    budget = _BUDGET.get()
+    if ledger is None and budget is None:
         return None
     key = _ATTEMPT_KEY.get()
-    if key is None:
+    if key is None and ledger is not None:
         try:
             key = asyncio.current_task()
         except RuntimeError:
             key = None
-    if key is None:
-        return None
-    return ledger.begin(key, model, estimated_input_tokens)
+    request: _Request | None = None
+    if budget is not None:
+        request = _Request(model, estimated_input_tokens)
+        if reserve:
+            _reserve(request, budget, ledger, key, counter, expected_output_tokens)
+        else:
+            request.budget = budget
+    if ledger is None or key is None:
+        return request
+    return ledger.begin(key, model, estimated_input_tokens, request)
+
+
+def _reserve(
+    request: _Request,
+    budget: Budget,
+    ledger: _Ledger | None,
+    key: object,
+    counter: _Probe | None,
+    expected_output_tokens: int | None,
+) -> None:
+    """Give ``request`` a reservation: its attempt's, its wrapper's, or its own.
+
+    Raises:
+        BudgetExceeded: it needs its own and that does not fit.
+    """
+    model = request.model
+    if budget.dollars is not None and model not in budget.prices:
+        raise BudgetExceeded(
+            f"budget: no price for model {model!r} (prices has {sorted(budget.prices)}); "
+            f"a dollar budget of {budget.dollars:g} cannot count it, so the request was not sent"
+        )
+    request.budget = budget
+    outer = counter.request if counter is not None else None
+    if outer is not None and outer.hold is not None and outer.budget is budget:
+        # The wrapper around a provider reserved; the provider's request takes it.
+        request.hold, outer.hold = outer.hold, None
+        return
+    if ledger is not None and ledger.holds and ledger.budget is budget:
+        holder = ledger.holds.pop(key, None)
+        if holder is not None and holder.hold is not None:
+            # The attempt's first request: it spends the attempt's reservation.
+            request.hold, holder.hold = holder.hold, None
+            return
+    estimate = request.input_tokens
+    output = expected_output_tokens or 0
+    need = budget.cost(model, estimate, output, 1)
+    why = budget.reserve(need)
+    if why is not None:
+        raise BudgetExceeded(f"{why}; the request to model {model!r} was not sent")
+    request.hold = need
 
 
 def _add_usage(total: Usage, part: Usage) -> None:

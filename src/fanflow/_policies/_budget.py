@@ -209,6 +209,40 @@ class Budget:
             self._spent.dollars += spent.dollars
             self._spent.requests += spent.requests
 
+    def settle(
+        self, held: Spend | None, spent: Spend | None = None, before: Spend | None = None
+    ) -> None:
+        """Give back ``held`` and book ``spent`` less ``before``, in one step.
+
+        ``before`` is what was booked for the same request earlier: a
+        request booked as refused that was answered after all is corrected,
+        not counted twice. Any argument may be ``None`` (nothing).
+        """
+        with self._lock:
+            if held is not None:
+                self._held.tokens = max(self._held.tokens - held.tokens, 0)
+                self._held.dollars = max(self._held.dollars - held.dollars, 0.0)
+                self._held.requests = max(self._held.requests - held.requests, 0)
+            for part, sign in ((spent, 1), (before, -1)):
+                if part is not None:
+                    self._spent.tokens += sign * part.tokens
+                    self._spent.dollars += sign * part.dollars
+                    self._spent.requests += sign * part.requests
+
+    def cost(
+        self, model: str | None, input_tokens: float, output_tokens: float, requests: float = 1
+    ) -> Spend:
+        """What ``requests`` requests of ``model`` with these tokens spend, priced.
+
+        Raises:
+            KeyError: ``dollars`` is limited and ``model`` has no price.
+        """
+        return Spend(
+            input_tokens + output_tokens,
+            self.price(model, input_tokens, output_tokens),
+            requests,
+        )
+
     # -- reading --------------------------------------------------------
     @property
     def spent(self) -> Spend:

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 from .._core._jsonable import to_jsonable
 from .._core._result import FanInResult, TaskResult, confidence_level
 from .._core._types import Status
+from .._core._usage import budget_scope
 from .._core._validate import check_choice, check_instance, check_number
+from .._policies._budget import Budget
 from .._policies._retry import Retry
 
 if TYPE_CHECKING:
@@ -242,6 +244,7 @@ async def synthesize(
     template: str = AGGREGATOR_TEMPLATE,
     retry: Retry | None = None,
     timeout: float | None = SYNTHESIS_TIMEOUT,
+    budget: Budget | None = None,
     **params: Any,
 ) -> Synthesis:
     """Ask ``llm`` to synthesize a fan-out's results (the seed's aggregator prompt).
@@ -265,6 +268,10 @@ async def synthesize(
             ``Retry(attempts=1)`` turns retries off.
         timeout: seconds for each attempt (default 120); ``None`` or
             ``math.inf`` for none.
+        budget: an :class:`~fanflow.Budget` the model calls are charged
+            to (each reserves its prompt's estimate plus ``max_tokens``
+            first); ``None``: the budget in force, if any (inside a
+            fan-out given one).
         params: passed to ``llm.complete``.
 
     Everything after ``llm`` is keyword-only. Passing ``conflict_strategy``
@@ -278,6 +285,8 @@ async def synthesize(
             :class:`FanInResult`, ``llm`` without ``complete``, ``retry`` not a
             :class:`Retry`, ``timeout`` not a number...).
         ServiceError: from the model call, once the retries are spent.
+        BudgetExceeded: the call does not fit in the budget (not retried;
+            nothing was sent).
         TimeoutError: the last attempt took longer than ``timeout``.
     """
     if args:
@@ -294,6 +303,8 @@ async def synthesize(
         raise TypeError(f"synthesize(llm=...) must be a model (with .complete); got {llm!r}")
     check_instance(conflict_strategy, "synthesize(conflict_strategy=...)", str, "a string")
     check_instance(template, "synthesize(template=...)", str, "a string")
+    if budget is not None:
+        check_instance(budget, "synthesize(budget=...)", Budget, "a fanflow.Budget or None")
     policy = Retry(attempts=3) if retry is None else retry
     check_instance(policy, "synthesize(retry=...)", Retry, "a fanflow.Retry or None")
     limit = _synthesis_timeout(timeout)
@@ -303,8 +314,9 @@ async def synthesize(
         attempt += 1
         error: BaseException
         try:
-            async with asyncio.timeout(limit) as scope:
-                completion = await llm.complete(prompt, **params)
+            with budget_scope(budget):
+                async with asyncio.timeout(limit) as scope:
+                    completion = await llm.complete(prompt, **params)
             break
         except TimeoutError as exc:
             if not scope.expired():

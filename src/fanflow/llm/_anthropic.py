@@ -129,20 +129,27 @@ class AnthropicChat(SDKChat):
         if system:
             options["system"] = system
         client = self._client()
-        meter = _Metered(self.model, messages)
+        meter = _Metered(self.model, messages, options.get("max_tokens"))
         try:
             status, body = await self._send(
                 lambda: client.messages.with_raw_response.create(
                     model=self.model, messages=chat, **options
                 )
             )
+            # Nothing is booked until the answer is known to be one.
+            data = self._json(status, body, "content")
+            text = self._text(status, body, data)
         except anthropic.AnthropicError as exc:
+            meter.failed()
             raise map_anthropic_error(
                 exc, ceiling=self.max_retry_after, secrets=self._secrets
             ) from exc
-        # Nothing is booked until the answer is known to be one.
-        data = self._json(status, body, "content")
-        text = self._text(status, body, data)
+        except Exception:
+            meter.failed()
+            raise
+        except BaseException:
+            meter.cut()  # cancelled in flight
+            raise
         input_tokens, output_tokens = _usage_tokens(
             "anthropic", data, "input_tokens", "output_tokens"
         )

@@ -104,12 +104,18 @@ def estimate_tokens(prompt: str | Sequence[Message]) -> int:
 
 
 class _Metered:
-    """Times a request and books it to the enclosing fan-out's usage ledger."""
+    """Times a request and books it to the enclosing fan-out's usage ledger.
+
+    Under a spend budget (``budget=``) it also holds the request's
+    reservation; creating it raises :class:`~fanflow.BudgetExceeded` (before
+    anything is sent) when the request does not fit.
+    """
 
     __slots__ = ("_request", "_start")
 
-    def __init__(self, model: str, messages: list[dict[str, str]]) -> None:
-        self._request = begin_request(model, estimate_tokens(messages))
+    def __init__(self, model: str, messages: list[dict[str, str]], max_tokens: Any = None) -> None:
+        expected = _count(max_tokens)
+        self._request = begin_request(model, estimate_tokens(messages), expected)
         self._start = time.perf_counter()
 
     def done(self, input_tokens: int | None, output_tokens: int | None) -> float:
@@ -125,6 +131,11 @@ class _Metered:
         """
         if self._request is not None:
             self._request.fail()
+
+    def cut(self) -> None:
+        """The request was cancelled in flight: its estimated prompt is spent."""
+        if self._request is not None:
+            self._request.cut()
 
 
 def record_usage(model: str, input_tokens: int, output_tokens: int) -> None:
@@ -149,7 +160,7 @@ def record_usage(model: str, input_tokens: int, output_tokens: int) -> None:
             raise TypeError(f"record_usage({what}=...) must be an int; got {count!r}")
         if count < 0:
             raise ValueError(f"record_usage({what}=...) must be >= 0; got {count!r}")
-    request = begin_request(str(model), input_tokens)
+    request = begin_request(str(model), input_tokens, reserve=False)
     if request is not None:
         request.finish(input_tokens, output_tokens)
 
@@ -177,8 +188,9 @@ async def _booked_complete(
         estimate = estimate_tokens(prompt)
     except (TypeError, AttributeError):
         estimate = 1  # the provider will say what is wrong with the prompt
-    mine = begin_request(model, estimate)
+    mine = begin_request(model, estimate, _count(params.get("max_tokens")))
     counter, token = probe()
+    counter.request = mine  # the provider's own booking takes over its reservation
     try:
         completion: Completion = await complete(prompt, **params)
     except Exception:
@@ -190,8 +202,11 @@ async def _booked_complete(
         raise
     except BaseException:
         # Cancelled in flight: the estimate stands, booked as waste.
-        if mine is not None and counter.requests:
-            mine.discard()
+        if mine is not None:
+            if counter.requests:
+                mine.discard()
+            else:
+                mine.cut()
         raise
     finally:
         _PROBE.reset(token)

@@ -9,6 +9,7 @@ from .._api import fan_out
 from .._core._result import FanInResult
 from .._core._validate import check_number
 from .._options import DEFAULT_CONCURRENCY, DEFAULTS, EventHandler, resolve
+from .._policies._budget import Budget
 from .._policies._hedge import Hedge
 from .._policies._limits import AdaptiveConcurrency, RateLimit
 from .._policies._retry import Retry
@@ -31,6 +32,7 @@ _TAKES = frozenset(
         "retry",
         "hedge",
         "rate_limit",
+        "budget",
         "on_event",
         "progress",
         "raise_on_failure",
@@ -52,6 +54,7 @@ async def ensemble(
     retry: Retry | None = None,
     hedge: Hedge | None = None,
     rate_limit: RateLimit | None = None,
+    budget: Budget | None = None,
     on_event: EventHandler | None = None,
     progress: bool = False,
     raise_on_failure: bool = True,
@@ -85,7 +88,7 @@ async def ensemble(
             and ``ff.llm.answer_line`` for free-text answers).
         early_stop, quorum: as for :class:`Vote`.
         max_concurrency, timeout, deadline, retry, hedge, rate_limit,
-            on_event, progress, raise_on_failure: the options every verb
+            budget, on_event, progress, raise_on_failure: the options every verb
             shares (``fanflow._options``), with the same types and defaults
             as for :func:`fan_out` (``max_concurrency=100``,
             ``raise_on_failure=True``, the others off). ``strategy``,
@@ -117,6 +120,7 @@ async def ensemble(
         "retry": retry,
         "hedge": hedge,
         "rate_limit": rate_limit,
+        "budget": budget,
         "on_event": on_event,
         "progress": progress,
         "raise_on_failure": raise_on_failure,

@@ -132,20 +132,32 @@ class OpenAIChat(SDKChat):
 
         messages = to_messages(prompt)
         client = self._client()
-        meter = _Metered(self.model, messages)
+        options = {**self.params, **params}
+        meter = _Metered(
+            self.model,
+            messages,
+            options.get("max_tokens", options.get("max_completion_tokens")),
+        )
         try:
             status, body = await self._send(
                 lambda: client.chat.completions.with_raw_response.create(
-                    model=self.model, messages=messages, **{**self.params, **params}
+                    model=self.model, messages=messages, **options
                 )
             )
+            # Nothing is booked until the answer is known to be one.
+            data = self._json(status, body, "choices")
+            text = self._text(status, body, data)
         except openai.OpenAIError as exc:
+            meter.failed()
             raise map_openai_error(
                 exc, ceiling=self.max_retry_after, secrets=self._secrets
             ) from exc
-        # Nothing is booked until the answer is known to be one.
-        data = self._json(status, body, "choices")
-        text = self._text(status, body, data)
+        except Exception:
+            meter.failed()
+            raise
+        except BaseException:
+            meter.cut()  # cancelled in flight
+            raise
         input_tokens, output_tokens = _usage_tokens(
             "openai", data, "prompt_tokens", "completion_tokens"
         )

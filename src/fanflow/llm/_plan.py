@@ -24,8 +24,10 @@ from .._core._graph import check_graph
 from .._core._result import FanInResult
 from .._core._task import Ref, Task
 from .._core._threads import TaskExit, run_sync
+from .._core._usage import budget_scope
 from .._options import FanOutOptions
 from .._policies._audit import audit
+from .._policies._budget import Budget
 from ._aggregate import DEFAULT_CONFLICT_STRATEGY, Synthesis, synthesize
 
 if TYPE_CHECKING:
@@ -361,6 +363,7 @@ async def plan(
     *,
     tools: Sequence[Callable[..., Any]] | Mapping[str, Callable[..., Any]] | None = None,
     max_tasks: int = 8,
+    budget: Budget | None = None,
 ) -> Plan:
     """Ask ``llm`` to break ``goal`` into subtasks; validate the plan before anything runs.
 
@@ -371,13 +374,21 @@ async def plan(
     resource conflicts, at most ``max_tasks`` subtasks. If anything is wrong
     the model gets one repair round with the problems listed.
 
+    ``budget`` (an :class:`~fanflow.Budget`, or ``None`` for the one in
+    force, if any) is charged for the planning calls; each reserves its
+    prompt's estimate first.
+
     Raises:
         PlanError: the plan is still unusable after the repair round; it
             names every problem. Nothing has run.
+        BudgetExceeded: a planning call does not fit in the budget.
         ValueError: ``max_tasks`` < 1.
+        TypeError: ``budget`` is not a :class:`~fanflow.Budget`.
     """
     if max_tasks < 1:
         raise ValueError(f"max_tasks must be >= 1; got {max_tasks!r}")
+    if budget is not None and not isinstance(budget, Budget):
+        raise TypeError(f"plan(budget=...) must be a fanflow.Budget or None; got {budget!r}")
     if tools is None:
         table: dict[str, Callable[..., Any]] = {}
     elif isinstance(tools, Mapping):
@@ -390,7 +401,8 @@ async def plan(
     if type(llm).__name__ == "OpenAIChat":
         params["response_format"] = {"type": "json_object"}
     messages = [{"role": "user", "content": prompt}]
-    text = (await llm.complete(messages, **params)).text
+    with budget_scope(budget):
+        text = (await llm.complete(messages, **params)).text
     subtasks, problems = _check(text, table, max_tasks)
     if problems:
         repair = [
@@ -403,7 +415,8 @@ async def plan(
                 + "\nReply with the corrected plan, JSON only.",
             },
         ]
-        text = (await llm.complete(repair, **params)).text
+        with budget_scope(budget):
+            text = (await llm.complete(repair, **params)).text
         subtasks, problems = _check(text, table, max_tasks)
         if problems:
             raise PlanError(problems, text)
@@ -435,10 +448,17 @@ async def ask(
             subtask succeeded) and ``raise_on_failure`` is true.
     """
     the_plan = await plan_once(
-        goal, llm, tools=tools, max_tasks=max_tasks, journal=options.get("journal")
+        goal,
+        llm,
+        tools=tools,
+        max_tasks=max_tasks,
+        journal=options.get("journal"),
+        budget=options.get("budget"),
     )
     result = await the_plan.run(**options)
-    return await synthesize(result, llm, conflict_strategy=conflict_strategy)
+    return await synthesize(
+        result, llm, conflict_strategy=conflict_strategy, budget=options.get("budget")
+    )
 
 
 async def plan_once(
@@ -448,6 +468,7 @@ async def plan_once(
     tools: Sequence[Callable[..., Any]] | Mapping[str, Callable[..., Any]] | None,
     max_tasks: int,
     journal: Any,
+    budget: Any = None,
 ) -> Plan:
     """:func:`plan`, recorded in ``journal`` (if any) and replayed from it on a rerun.
 
@@ -458,7 +479,7 @@ async def plan_once(
         PlanError: as :func:`plan`.
     """
     if journal is None:
-        return await plan(goal, llm, tools=tools, max_tasks=max_tasks)
+        return await plan(goal, llm, tools=tools, max_tasks=max_tasks, budget=budget)
     from .._core._fingerprint import fn_digest
     from ._tasks import model_identity
 
@@ -470,7 +491,7 @@ async def plan_once(
         table = {getattr(fn, "__name__", repr(fn)): fn for fn in tools}
 
     async def planning() -> dict[str, Any]:
-        return (await plan(goal, llm, tools=table, max_tasks=max_tasks)).to_dict()
+        return (await plan(goal, llm, tools=table, max_tasks=max_tasks, budget=budget)).to_dict()
 
     def fingerprint() -> Any:
         return {

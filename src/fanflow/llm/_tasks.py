@@ -47,7 +47,19 @@ def prompt_task(
         "model": model_identity(llm),
         "params": params,
     }
-    tokens = estimate_tokens(prompt) + int(params.get("max_tokens", 256))
+    prompt_tokens = estimate_tokens(prompt)
+    max_tokens = int(params.get("max_tokens", 256))
+    tokens = prompt_tokens + max_tokens
+    # Under a spend budget (budget=) the attempt reserves this, priced as
+    # this model's prompt plus answer.
+    model = getattr(llm, "model", None)
+    if not isinstance(model, str) or not model:
+        model = getattr(llm, "name", None)
+    ask.__fanflow_model__ = (  # type: ignore[attr-defined]
+        model if isinstance(model, str) and model else None,
+        prompt_tokens,
+        max_tokens,
+    )
     return Task(
         name,
         ask,

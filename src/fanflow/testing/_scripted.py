@@ -36,11 +36,16 @@ class ScriptedLLM:
         """Answer with the next queued item."""
         messages = to_messages(prompt)
         self.history.append(messages)
-        meter = _Metered(self.name, messages)
+        meter = _Metered(self.name, messages, params.get("max_tokens"))
         if self.delay:
-            await asyncio.sleep(self.delay)
+            try:
+                await asyncio.sleep(self.delay)
+            except BaseException:
+                meter.cut()  # cancelled in flight
+                raise
         item = self._queue.popleft() if self._queue else self.default
         if isinstance(item, BaseException):
+            meter.failed()
             raise item
         tokens = estimate_tokens(item)
         latency = meter.done(estimate_tokens(messages), tokens)
