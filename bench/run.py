@@ -22,7 +22,9 @@ from typing import Any
 import fanflow as ff
 
 sys.path.insert(0, str(Path(__file__).parent))
+import budget
 import bulk
+import durable
 import llm
 
 Row = tuple[str, str, str, str]
@@ -540,6 +542,8 @@ def main() -> None:
         "ensemble": llm.bench_ensemble,
         "provider": llm.bench_provider_throughput,
         "plan": llm.bench_plan,
+        "durable": lambda: durable.bench_durable(runs),
+        "budget": budget.bench_budget,
     }
     for name, bench in groups.items():
         if args.only and name not in args.only:

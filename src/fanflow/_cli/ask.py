@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from ._budget import budget_options, make_budget
 from .workflow import _fail, _Progress
 
 
@@ -66,6 +67,7 @@ def _tool(spec: str) -> Any:
     help="Record the plan and each finished subtask in this SQLite file; a rerun replays "
     "them instead of asking (and paying) again.",
 )
+@budget_options
 def ask(
     goal: str,
     llm_uri: str,
@@ -76,6 +78,9 @@ def ask(
     json_out: str | None,
     html_out: str | None,
     journal_path: str | None = None,
+    budget_tokens: int | None = None,
+    budget_dollars: float | None = None,
+    budget_prices: tuple[str, ...] = (),
 ) -> None:
     """Plan GOAL into independent subtasks, run them in parallel, and synthesize.
 
@@ -99,6 +104,10 @@ def ask(
         _fail("--timeout and --deadline take a number of seconds")
     tools = [_tool(spec) for spec in tool_specs]
     try:
+        budget = make_budget(None, budget_tokens, budget_dollars, budget_prices)
+    except ValueError as exc:
+        _fail(str(exc))
+    try:
         llm = ff.llm.from_uri(llm_uri)
     except (ValueError, ImportError) as exc:  # a bad --llm URI, a missing extra
         _fail(f"--llm {llm_uri}: {exc}")
@@ -110,8 +119,11 @@ def ask(
             _fail(f"--journal: {exc}")
     try:
         code, report = _runner.run(
-            _ask(goal, llm, tools, max_tasks, timeout, deadline, journal), "ask"
+            _ask(goal, llm, tools, max_tasks, timeout, deadline, journal, budget), "ask"
         )
+    except ff.BudgetExceeded as exc:  # the planning or the answer did not fit
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
     except ff.PermanentError as exc:  # a missing key, a refused request
         _fail(str(exc))
     except ff.ServiceError as exc:
@@ -136,10 +148,18 @@ async def _ask(
     timeout: float,
     deadline: float | None,
     journal: Any = None,
+    budget: Any = None,
 ) -> tuple[int, dict[str, Any]]:
     from rich.console import Console
 
     import fanflow as ff
+
+    from .._core._usage import _BUDGET
+
+    if budget is not None:
+        # This task's own context: planning, the plan's fan-out and the
+        # synthesis all run under the budget.
+        _BUDGET.set(budget)
 
     from .._workflow._report import run_report
     from ..llm._plan import plan_once
@@ -196,5 +216,7 @@ async def _ask(
         "gaps": [g.task for g in synthesis.gaps],
         "plan": plan.to_dict(),
     }
-    report = run_report("ask", "", result, started_at=started, deadline=None, aggregate=aggregate)
+    report = run_report(
+        "ask", "", result, started_at=started, deadline=None, aggregate=aggregate, budget=budget
+    )
     return (0 if not synthesis.gaps else 1), report

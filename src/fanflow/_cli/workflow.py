@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from ._budget import budget_options, make_budget
+
 
 def _fail(message: str) -> None:
     """A user's mistake: a line per mistake on stderr, exit status 2, no traceback."""
@@ -120,6 +122,7 @@ def report(run_json: str, output: str) -> None:
     help="Record finished tasks in this SQLite file; a rerun replays those whose inputs "
     "are unchanged instead of running (and paying for) them again.",
 )
+@budget_options
 def run(
     workflow: str,
     overrides: tuple[str, ...],
@@ -127,6 +130,9 @@ def run(
     html_out: str | None,
     llm: str | None,
     journal_path: str | None = None,
+    budget_tokens: int | None = None,
+    budget_dollars: float | None = None,
+    budget_prices: tuple[str, ...] = (),
 ) -> None:
     """Run WORKFLOW: fan its tasks out, show progress, then the summary.
 
@@ -141,6 +147,12 @@ def run(
     if problem is not None:
         _fail(problem)
     plan = _load(workflow, overrides, llm)
+    try:  # the options override or complete the workflow's budget:
+        plan.options["budget"] = make_budget(
+            plan.options.get("budget"), budget_tokens, budget_dollars, budget_prices
+        )
+    except ValueError as exc:
+        _fail(str(exc))
     journal = _open_journal(journal_path)
     try:
         code, report_data = _runner.run(_run(plan, journal), "run")
@@ -228,7 +240,10 @@ async def _run(plan: Any, journal: Any = None) -> tuple[int, dict[str, Any]]:
                 try:
                     with collect_usage() as collected:
                         synthesis = await ff.synthesize(
-                            result, llm, conflict_strategy=spec.synthesize.conflict_strategy
+                            result,
+                            llm,
+                            conflict_strategy=spec.synthesize.conflict_strategy,
+                            budget=plan.options.get("budget"),
                         )
                 except (ff.ServiceError, TimeoutError, OSError) as exc:
                     why = str(exc) or type(exc).__name__
@@ -261,9 +276,11 @@ async def _run(plan: Any, journal: Any = None) -> tuple[int, dict[str, Any]]:
         table.add_row(r.name, status, str(r.attempts), took, "yes" if r.hedged else "", note[:80])
     console.print(table)
     verdict = "[green]ok[/]" if result.ok else "[red]FAILED[/]"
+    replays = sum(r.replayed for r in result.results)
     console.print(
         f"{verdict}: {result.reason}; coverage {result.coverage:.0%}, confidence "
         f"{result.confidence:.2f} ({result.confidence_level}), {result.elapsed:.2f}s"
+        + (f"; {replays} replayed from the journal" if replays else "")
     )
     if aggregate is not None:
         console.print(f"\n[bold]{aggregate['kind']}[/]:")
@@ -279,6 +296,7 @@ async def _run(plan: Any, journal: Any = None) -> tuple[int, dict[str, Any]]:
         started_at=started,
         deadline=plan.options.get("deadline"),
         aggregate=aggregate,
+        budget=plan.options.get("budget"),
     )
     if aggregate_failed:
         report_data["aggregate"] = {"kind": "synthesize", "failed": True}

@@ -219,7 +219,23 @@ def _prompt_task(
         }
 
     ask.__fanflow_fingerprint__ = fingerprint  # type: ignore[attr-defined]
+    # Under a budget (budget:, --budget-tokens) the attempt reserves the
+    # template's estimate plus an answer of 256 tokens (values filled in
+    # later are not known yet: their size is the estimate's error).
+    from ..llm._base import estimate_tokens
+
+    rest = llm_uri.partition(":")[2]
+    at = rest.rfind("@http")
+    ask.__fanflow_model__ = (  # type: ignore[attr-defined]
+        rest[:at] if at >= 0 else rest,
+        estimate_tokens(template.source),
+        _ANSWER_TOKENS,
+    )
     return ask
+
+
+# The answer a workflow's prompt task reserves room for under a budget.
+_ANSWER_TOKENS = 256
 
 
 def _quote_warnings(template: Template, loaded: Loaded, loc: tuple[Any, ...]) -> list[str]:
@@ -266,6 +282,7 @@ def _build_task(
         errors.append(exc)
         return None
     fn.__qualname__ = fn.__name__ = name
+    estimate = getattr(fn, "__fanflow_model__", None)
     try:
         return Task(
             name,
@@ -279,6 +296,7 @@ def _build_task(
             reads=spec.reads,
             writes=spec.writes,
             idempotent=spec.idempotent,
+            tokens=0 if estimate is None else estimate[1] + estimate[2],
         )
     except (TypeError, ValueError) as exc:  # e.g. an empty resource name
         field = "writes" if "writes" in str(exc) else "reads" if "reads" in str(exc) else ""
@@ -327,6 +345,7 @@ def build(loaded: Loaded) -> Plan:
         "retry": _retry(wf.retry),
         "hedge": wf.hedge.build() if wf.hedge is not None else None,
         "rate_limit": wf.rate_limit.build() if wf.rate_limit is not None else None,
+        "budget": wf.budget.build() if wf.budget is not None else None,
         "audit": wf.audit,
     }
     digest = hashlib.sha256(loaded.text.encode("utf-8")).hexdigest()

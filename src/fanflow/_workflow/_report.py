@@ -50,11 +50,18 @@ def run_report(
     started_at: float,
     deadline: float | None,
     aggregate: dict[str, Any] | None = None,
+    budget: Any = None,
 ) -> dict[str, Any]:
-    """The run report: ``FanInResult.to_dict()`` plus the workflow, its hash and timings."""
+    """The run report: ``FanInResult.to_dict()`` plus the workflow, its hash and timings.
+
+    With a ``budget`` (an ``ff.Budget``), a ``"budget"`` entry: its limits,
+    what was spent and what is left (``Budget.to_dict()``), and how many
+    tasks the budget stopped — ``skipped`` (never started) and
+    ``not_retried``.
+    """
     from .. import __version__
 
-    return {
+    report: dict[str, Any] = {
         "fanflow": __version__,
         "workflow": name,
         "spec_sha256": spec_hash,
@@ -64,6 +71,14 @@ def run_report(
         "result": result.to_dict(),
         "aggregate": to_jsonable(aggregate) if aggregate is not None else None,
     }
+    if budget is not None:
+        stopped = [r for r in result.results if r.reason and "budget" in r.reason]
+        report["budget"] = {
+            **budget.to_dict(),
+            "skipped": sum(1 for r in stopped if r.status.value == "skipped"),
+            "not_retried": sum(1 for r in stopped if r.status.value != "skipped"),
+        }
+    return report
 
 
 def _kind(value: Any) -> str:
@@ -192,6 +207,35 @@ def _json_text(value: Any, indent: int | None = None) -> str:
         return f"<a value JSON cannot show: {type(value).__name__}>"
 
 
+def _budget_view(budget: _Fields | None) -> dict[str, Any] | None:
+    """The budget table: limits, spent and remaining per measure, and the tasks it stopped."""
+    if budget is None:
+        return None
+    limits, spent, remaining = budget.obj("limits"), budget.obj("spent"), budget.obj("remaining")
+    lines = []
+    for what in ("tokens", "dollars", "requests"):
+
+        def show(fields: _Fields, what: str = what) -> str:
+            value = fields.number(what)
+            if value is None:
+                return "-"
+            return f"${value:,.4f}" if what == "dollars" else f"{value:,.0f}"
+
+        lines.append(
+            {
+                "what": what,
+                "limit": show(limits),
+                "spent": show(spent),
+                "remaining": show(remaining),
+            }
+        )
+    return {
+        "lines": lines,
+        "skipped": budget.integer("skipped", 0),
+        "not_retried": budget.integer("not_retried", 0),
+    }
+
+
 def _view(report: Any) -> dict[str, Any]:
     """Check ``report`` field by field and lay out everything the page shows."""
     top = _Fields(report, "")
@@ -317,6 +361,7 @@ def _view(report: Any) -> dict[str, Any]:
     confidence = result.number("confidence", 0.0)
     assert coverage is not None and confidence is not None
     return {
+        "budget": _budget_view(top.maybe_obj("budget")),
         "workflow": top.text("workflow", "(unnamed)"),
         "verdict": "ok" if result.flag("ok") else "failed",
         "strategy": result.text("strategy"),
@@ -401,6 +446,18 @@ width="{{ a.width }}" height="{{ bar_height }}" fill="{{ a.colour }}">\
 <td class="value"><code>{{ row.value }}</code></td><td class="note">{{ row.note }}</td></tr>
 {%- endfor %}
 </tbody></table>
+{%- if budget is not none %}
+<h2>Budget</h2>
+<table class="budget"><thead><tr><th></th><th>limit</th><th>spent</th><th>remaining</th></tr>
+</thead><tbody>
+{%- for line in budget.lines %}
+<tr><td>{{ line.what }}</td><td>{{ line.limit }}</td><td>{{ line.spent }}</td>\
+<td>{{ line.remaining }}</td></tr>
+{%- endfor %}
+</tbody></table>
+<p class="meta">{{ budget.skipped }} task(s) skipped for the budget\
+{%- if budget.not_retried %}, {{ budget.not_retried }} not retried for it{% endif %}</p>
+{%- endif %}
 {%- if aggregate is not none %}
 <h2>Aggregate</h2>
 <pre class="aggregate">{{ aggregate }}</pre>

@@ -23,6 +23,7 @@ from pydantic import (
 
 from .._core._exceptions import WorkflowError
 from .._options import DEFAULT_CONCURRENCY
+from .._policies._budget import Budget
 from .._policies._hedge import Hedge
 from .._policies._limits import RateLimit
 from .._policies._retry import Retry
@@ -203,6 +204,32 @@ class RateLimitSpec(_Model):
         )
 
 
+class BudgetSpec(_Model):
+    """``budget:``: see ``ff.Budget``; at least one limit.
+
+    ``prices`` maps a model to ``[dollars per 1M input tokens, dollars per
+    1M output tokens]``; ``dollars`` needs them.
+    """
+
+    tokens: int | None = Field(None, ge=0)
+    dollars: float | None = Field(None, ge=0)
+    requests: int | None = Field(None, ge=0)
+    prices: dict[str, tuple[float, float]] | None = None
+
+    @model_validator(mode="after")
+    def _valid(self) -> BudgetSpec:
+        if self.tokens is None and self.dollars is None and self.requests is None:
+            raise ValueError("budget needs tokens, dollars or requests")
+        _check(self.build)
+        return self
+
+    def build(self) -> Budget:
+        """The ``ff.Budget`` this spec stands for (a new one each time: it keeps what it spent)."""
+        return Budget(
+            tokens=self.tokens, dollars=self.dollars, requests=self.requests, prices=self.prices
+        )
+
+
 class StrategySpec(_Model):
     """``strategy:``: a name, or a mapping of one name to its options."""
 
@@ -319,6 +346,7 @@ class Workflow(_Model):
     retry: RetrySpec | None = None
     hedge: HedgeSpec | None = None
     rate_limit: RateLimitSpec | None = None
+    budget: BudgetSpec | None = None
     audit: Literal["error", "warn", "off", "strict"] = "error"
     tasks: dict[str, TaskSpec] = Field(min_length=1)
     aggregate: AggregateSpec | None = None
