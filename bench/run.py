@@ -26,6 +26,7 @@ import budget
 import bulk
 import durable
 import llm
+import structured
 
 Row = tuple[str, str, str, str]
 
@@ -544,6 +545,7 @@ def main() -> None:
         "plan": llm.bench_plan,
         "durable": lambda: durable.bench_durable(runs),
         "budget": budget.bench_budget,
+        "structured": lambda: structured.bench_structured(min(runs, 3)),
     }
     for name, bench in groups.items():
         if args.only and name not in args.only:

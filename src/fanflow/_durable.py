@@ -15,6 +15,7 @@ nothing runs); the others when their needs are done.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -59,7 +60,7 @@ def open_journal(spec: str | os.PathLike[str] | Journal) -> tuple[Journal, bool]
 class TaskJournal:
     """One fan-out's view of its journal: fingerprints by position, replays, rows."""
 
-    __slots__ = ("_cache", "_found", "_fps", "journal", "owned", "replayed")
+    __slots__ = ("_cache", "_codecs", "_found", "_fps", "journal", "owned", "replayed")
 
     def __init__(self, journal: Journal, owned: bool, tasks: Sequence[Task]) -> None:
         self.journal = journal
@@ -67,8 +68,14 @@ class TaskJournal:
         self._cache: dict[Any, bytes] = {}
         self._fps: list[bytes | None] = [None] * len(tasks)
         self.replayed = 0
+        # A task's own way to store its value: fn.__fanflow_codec__ = (dump,
+        # load), e.g. a structured prompt task's pydantic model.
+        self._codecs: dict[int, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {}
         known: list[bytes] = []
         for i, task in enumerate(tasks):
+            codec = getattr(task.fn, "__fanflow_codec__", None)
+            if codec is not None:
+                self._codecs[i] = codec
             if task.has_refs:
                 continue  # its arguments are known once its needs are done
             fp = self._fingerprint(task, task.args, task.kwargs)
@@ -116,7 +123,17 @@ class TaskJournal:
         if found is None:
             return None
         stored, _, duration, finished_at = found
-        value = self.journal.replay_value(task.name, stored)
+        codec = self._codecs.get(index)
+        if codec is None:
+            value = self.journal.replay_value(task.name, stored)
+        else:
+            try:
+                value = codec[1](json.loads(stored) if stored is not None else None)
+            except Exception as exc:
+                raise JournalError(
+                    f"{self.journal.path}: the stored value of task {task.name!r} no longer "
+                    f"loads ({type(exc).__name__}: {exc}); delete the journal to start over"
+                ) from None
         self.replayed += 1
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(finished_at or 0))
         took = f", took {duration:.3g} s" if duration is not None else ""
@@ -146,7 +163,8 @@ class TaskJournal:
         fp = self._fps[result.index]
         if not fp:
             return None
-        return self.journal.task_row(fp, result)
+        codec = self._codecs.get(result.index)
+        return self.journal.task_row(fp, result, None if codec is None else codec[0])
 
     def commit(self, rows: list[tuple[Any, ...] | None]) -> None:
         """Commit rows in one transaction (``None`` rows are skipped)."""

@@ -515,13 +515,21 @@ class Journal:
                 f"{type(exc).__name__}: {exc}"
             ) from exc
 
-    def task_row(self, fp: bytes, result: TaskResult) -> tuple[Any, ...]:
+    def task_row(
+        self, fp: bytes, result: TaskResult, encode: Callable[[Any], Any] | None = None
+    ) -> tuple[Any, ...]:
         """The row recording a task's ``ok`` result under its fingerprint.
+
+        ``encode`` (the task's own) turns the value into JSON data instead
+        of the journal's ``serialize``.
 
         Raises:
             JournalError: the value cannot be stored (the task is named).
         """
-        value = result.value if self.serialize is None else self.serialize(result.value)
+        if encode is not None:
+            value = encode(result.value)
+        else:
+            value = result.value if self.serialize is None else self.serialize(result.value)
         try:
             text = json.dumps(value, allow_nan=False)
         except (TypeError, ValueError) as exc:

@@ -19,8 +19,12 @@ written against the built-ins keep catching them)::
     │   ├── TransientError           worth retrying: 5xx, connection reset, overload
     │   │   └── RateLimited          429 / quota: retry after ``retry_after`` seconds
     │   └── PermanentError           never retried: bad request, auth, not found
-    │       └── BudgetExceeded       a request that does not fit in the ``ff.Budget``
-    │                                in force; refused before it is sent
+    │       ├── BudgetExceeded       a request that does not fit in the ``ff.Budget``
+    │       │                        in force; refused before it is sent
+    │       ├── SchemaError          ``schema=``: the answer still does not validate
+    │       │                        after the repair rounds (``.errors``, ``.answer``)
+    │       └── AgentError           an agent task made ``max_steps`` model calls
+    │                                without an answer (``.tool_calls``)
     │
     ├── ShellError                   a shell task's command exited non-zero or was
     │                                killed by a signal (``.output``)
@@ -66,6 +70,7 @@ is also importable from the module that raises it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -77,6 +82,7 @@ if TYPE_CHECKING:
     from ._result import FanInResult
 
 __all__ = [
+    "AgentError",
     "BudgetExceeded",
     "FanOutError",
     "HiddenDependencyError",
@@ -89,6 +95,7 @@ __all__ = [
     "RemoteError",
     "RemoteTraceback",
     "ReportError",
+    "SchemaError",
     "ServiceError",
     "ShellError",
     "ShellTimeoutError",
@@ -218,6 +225,35 @@ class BudgetExceeded(PermanentError):
     :class:`PermanentError`, so it is not retried. The message says
     "budget" and gives the numbers (what was needed, what is left).
     """
+
+
+class SchemaError(PermanentError):
+    """A model's answer did not match the schema, after every repair round (``schema=``).
+
+    A :class:`PermanentError`: retrying the same request would not help
+    (the repair rounds already asked again with the errors).
+
+    Attributes:
+        errors: the validation errors of the last answer (``"field: what"``).
+        answer: the last answer's text.
+    """
+
+    def __init__(self, message: str, errors: Sequence[str] = (), answer: str = "") -> None:
+        super().__init__(message)
+        self.errors = list(errors)
+        self.answer = answer
+
+
+class AgentError(PermanentError):
+    """An agent task ended without an answer: ``max_steps`` model calls were made.
+
+    Attributes:
+        tool_calls: the calls made (``ff.llm.ToolCall``), with their results or errors.
+    """
+
+    def __init__(self, message: str, tool_calls: Sequence[Any] = ()) -> None:
+        super().__init__(message)
+        self.tool_calls = tuple(tool_calls)
 
 
 # -- what a task's code or process did ----------------------------------------------------------

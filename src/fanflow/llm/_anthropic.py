@@ -14,13 +14,23 @@ fails the request. ``timeout`` is a total deadline per request
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._core._exceptions import PermanentError, ServiceError, TransientError
-from ._base import Completion, Message, TokenUsage, _Metered, estimate_tokens, to_messages
+from ._base import (
+    Completion,
+    Message,
+    TokenUsage,
+    _Metered,
+    estimate_tokens,
+    to_messages,
+    tool_calls_from,
+)
 from ._errors import RETRY_AFTER_CEILING, from_status, redact_keys
 from ._sdk import PROVIDER_KEY, SDKChat, _ProviderKey, _usage_tokens
+from ._structured import output_schema, rounds
 
 __all__ = ["AnthropicChat"]
 
@@ -108,8 +118,30 @@ class AnthropicChat(SDKChat):
             api_key=key, base_url=base_url, max_retries=0, timeout=self._sdk_timeout
         )
 
-    async def complete(self, prompt: str | Sequence[Message], **params: Any) -> Completion:
+    supports_schema = True
+
+    async def complete(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        schema: Any = None,
+        repair: int = 1,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        **params: Any,
+    ) -> Completion:
         """Send a Messages API request; return the answer.
+
+        Args:
+            prompt: a string (one user message) or chat messages.
+            schema: a pydantic model class or a JSON Schema dict: the answer
+                is asked for as the input of a forced tool, validated, and
+                returned in ``Completion.parsed``.
+            repair: rounds an answer that does not validate gets (with the
+                errors) before :class:`~fanflow.llm.SchemaError`.
+            tools: tools the model may call, ``{"name", "description",
+                "parameters"}`` (a JSON Schema); the calls it asks for come
+                back in ``Completion.tool_calls``.
+            params: request parameters (``temperature``, ``max_tokens``...).
 
         Raises:
             RateLimited: HTTP 429 (``retry_after`` from the response's headers).
@@ -118,16 +150,61 @@ class AnthropicChat(SDKChat):
                 200 whose body is not JSON or holds no text.
             PermanentError: other 4xx, a missing API key, a 200 whose JSON
                 is not a Messages API response.
+            SchemaError: with ``schema``, no answer validated.
         """
+        messages = to_messages(prompt)
+        if schema is None:
+            return await self._request(messages, params, tools, None)
+        spec = output_schema(schema)
+        # A tool's input must be an object: another schema is wrapped in one.
+        wrapped = spec.json_schema.get("type") != "object"
+        input_schema = (
+            {"type": "object", "properties": {"answer": spec.json_schema}, "required": ["answer"]}
+            if wrapped
+            else spec.json_schema
+        )
+        answer_tool = {
+            "name": spec.name,
+            "description": "Give your answer as this tool's input.",
+            "input_schema": input_schema,
+        }
+        forced = {"type": "tool", "name": spec.name}
+
+        async def send(conversation: list[dict[str, Any]]) -> Completion:
+            completion = await self._request(
+                conversation, {**params, "tool_choice": forced}, None, answer_tool
+            )
+            return completion
+
+        return await rounds(send, messages, spec, repair)
+
+    async def _request(
+        self,
+        messages: list[dict[str, Any]],
+        params: Mapping[str, Any],
+        tools: Sequence[Mapping[str, Any]] | None,
+        answer_tool: Mapping[str, Any] | None,
+    ) -> Completion:
         import anthropic
 
-        messages = to_messages(prompt)
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
-        chat = [m for m in messages if m["role"] != "system"]
+        chat = _wire([m for m in messages if m["role"] != "system"])
         options = {"max_tokens": self.max_tokens, **self.params, **params}
         options.pop("seed", None)  # the Messages API has no seed
         if system:
             options["system"] = system
+        wire_tools = [
+            {
+                "name": t["name"],
+                "description": t.get("description", ""),
+                "input_schema": t.get("parameters") or {"type": "object", "properties": {}},
+            }
+            for t in tools or ()
+        ]
+        if answer_tool is not None:
+            wire_tools.append(dict(answer_tool))
+        if wire_tools:
+            options["tools"] = wire_tools
         client = self._client()
         meter = _Metered(self.model, messages, options.get("max_tokens"))
         try:
@@ -138,7 +215,10 @@ class AnthropicChat(SDKChat):
             )
             # Nothing is booked until the answer is known to be one.
             data = self._json(status, body, "content")
-            text = self._text(status, body, data)
+            if answer_tool is not None:
+                text, calls = self._tool_input(status, body, data, answer_tool), ()
+            else:
+                text, calls = self._answer(status, body, data, bool(tools))
         except anthropic.AnthropicError as exc:
             meter.failed()
             raise map_anthropic_error(
@@ -163,7 +243,55 @@ class AnthropicChat(SDKChat):
                 output_tokens or 0,
             ),
             latency,
+            tool_calls=calls,
         )
+
+    def _tool_input(
+        self, status: int, body: bytes, data: Mapping[str, Any], tool: Mapping[str, Any]
+    ) -> str:
+        """The forced answer tool's input, as JSON text (unwrapped when it was wrapped)."""
+        blocks = data["content"]
+        if not isinstance(blocks, list):
+            raise self._bad(status, f"no content blocks ({blocks!r:.20})", body)
+        for block in blocks:
+            if (
+                isinstance(block, Mapping)
+                and block.get("type") == "tool_use"
+                and block.get("name") == tool["name"]
+            ):
+                value = block.get("input")
+                schema = tool["input_schema"]
+                if (
+                    isinstance(value, Mapping)
+                    and schema.get("required") == ["answer"]
+                    and list(schema.get("properties", {})) == ["answer"]
+                    and "answer" in value
+                ):
+                    value = value["answer"]
+                return json.dumps(value)
+        # No tool input: the text (if any) is validated, and repaired, instead.
+        return self._text(status, body, data)
+
+    def _answer(
+        self, status: int, body: bytes, data: Mapping[str, Any], tools: bool
+    ) -> tuple[str, tuple[Any, ...]]:
+        blocks = data["content"]
+        if tools and isinstance(blocks, list):
+            uses = [
+                (b.get("id", ""), b.get("name"), b.get("input"))
+                for b in blocks
+                if isinstance(b, Mapping) and b.get("type") == "tool_use"
+            ]
+            if uses:
+                if not all(isinstance(name, str) for _, name, _ in uses):
+                    raise self._bad(status, "a tool_use block without a name", body)
+                texts = [
+                    b.get("text")
+                    for b in blocks
+                    if isinstance(b, Mapping) and b.get("type") == "text"
+                ]
+                return "".join(t for t in texts if isinstance(t, str)), tool_calls_from(uses)
+        return self._text(status, body, data), ()
 
     def _text(self, status: int, body: bytes, data: Mapping[str, Any]) -> str:
         blocks = data["content"]
@@ -175,3 +303,37 @@ class AnthropicChat(SDKChat):
         if not texts or not all(isinstance(t, str) for t in texts):
             raise self._bad(status, "no text block with text", body)
         return "".join(t for t in texts if isinstance(t, str))
+
+
+def _wire(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages in the Messages API's shape: tool calls as ``tool_use`` blocks,
+    tool results as ``tool_result`` blocks of one user turn."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        role = m["role"]
+        if role == "tool":
+            result = {
+                "type": "tool_result",
+                "tool_use_id": m.get("tool_call_id", ""),
+                "content": m["content"],
+                "is_error": bool(m.get("is_error")),
+            }
+            last = out[-1] if out else None
+            if last is not None and last["role"] == "user" and isinstance(last["content"], list):
+                last["content"].append(result)  # results of one turn go together
+            else:
+                out.append({"role": "user", "content": [result]})
+            continue
+        calls = m.get("tool_calls")
+        if role == "assistant" and calls:
+            blocks: list[dict[str, Any]] = []
+            if m["content"]:
+                blocks.append({"type": "text", "text": m["content"]})
+            blocks.extend(
+                {"type": "tool_use", "id": c["id"], "name": c["name"], "input": c["arguments"]}
+                for c in calls
+            )
+            out.append({"role": "assistant", "content": blocks})
+            continue
+        out.append({"role": role, "content": m["content"]})
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, cast, runtime_checkable
@@ -14,13 +15,21 @@ __all__ = [
     "Completion",
     "Message",
     "TokenUsage",
+    "ToolCall",
     "estimate_tokens",
     "record_usage",
     "to_messages",
 ]
 
-Message = Mapping[str, str]
-"""A chat message: ``{"role": "system" | "user" | "assistant", "content": text}``."""
+Message = Mapping[str, Any]
+"""A chat message: ``{"role": "system" | "user" | "assistant", "content": text}``.
+
+In a tool-calling conversation an assistant message may also carry
+``"tool_calls"`` (a list of :class:`ToolCall`, or of ``{"id", "name",
+"arguments"}`` mappings), and a tool's result is ``{"role": "tool",
+"tool_call_id": id, "name": tool, "content": text, "is_error": bool}``.
+Each provider turns these into its own API's shape.
+"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,20 +41,47 @@ class TokenUsage:
 
 
 @dataclasses.dataclass(frozen=True)
+class ToolCall:
+    """A tool call: asked for by a model, and (in an agent's record) its outcome.
+
+    Attributes:
+        id: the call's id, as the service gave it (a tool result names it).
+        name: the tool's name.
+        arguments: the arguments the model gave (JSON data). Arguments that
+            were not a JSON object come as ``{}``, with ``error`` saying so.
+        result: what the tool returned (``ff.llm.agent_task``'s record).
+        error: why the call failed: bad arguments, or the tool's exception.
+    """
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+    result: Any = None
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Completion:
     """A model's answer.
 
     Attributes:
-        text: the answer's text.
+        text: the answer's text ("" when the model only called tools).
         model: the model that answered, as the service named it.
-        usage: the tokens it took (:class:`TokenUsage`).
+        usage: the tokens it took (:class:`TokenUsage`); with ``schema=``,
+            those of every round (a repair round is a request too).
         latency: seconds from sending the request to the whole answer.
+        parsed: with ``schema=``, the answer validated: an instance of the
+            pydantic model, or the JSON data a JSON Schema accepted.
+        tool_calls: with ``tools=``, the calls the model asks for
+            (:class:`ToolCall`); empty when it answered.
     """
 
     text: str
     model: str
     usage: TokenUsage
     latency: float
+    parsed: Any = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
     def __str__(self) -> str:
         return self.text
@@ -76,22 +112,72 @@ class LLM(Protocol):
         ...
 
 
-def to_messages(prompt: str | Sequence[Message]) -> list[dict[str, str]]:
+def to_messages(prompt: str | Sequence[Message]) -> list[dict[str, Any]]:
     """Normalise a prompt to a list of chat messages.
+
+    Text contents are strings; an assistant message's ``tool_calls`` become
+    ``{"id", "name", "arguments"}`` dicts; a tool result keeps its
+    ``tool_call_id``, ``name`` and ``is_error``.
 
     Raises:
         TypeError: not a string or a list of ``{"role", "content"}`` mappings.
     """
     if isinstance(prompt, str):
         return [{"role": "user", "content": prompt}]
-    messages = []
+    messages: list[dict[str, Any]] = []
     for i, m in enumerate(prompt):
         if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
             raise TypeError(f"messages[{i}] must be a mapping with 'role' and 'content'; got {m!r}")
-        messages.append({"role": str(m["role"]), "content": str(m["content"])})
+        content = m["content"]
+        message: dict[str, Any] = {
+            "role": str(m["role"]),
+            "content": "" if content is None else str(content),
+        }
+        calls = m.get("tool_calls")
+        if calls:
+            message["tool_calls"] = [_call_dict(i, c) for c in calls]
+        if message["role"] == "tool":
+            message["tool_call_id"] = str(m.get("tool_call_id", ""))
+            message["name"] = str(m.get("name", ""))
+            message["is_error"] = bool(m.get("is_error", False))
+        messages.append(message)
     if not messages:
         raise TypeError("a prompt needs at least one message")
     return messages
+
+
+def _call_dict(i: int, call: Any) -> dict[str, Any]:
+    if isinstance(call, ToolCall):
+        return {"id": call.id, "name": call.name, "arguments": call.arguments}
+    if isinstance(call, Mapping) and "id" in call and "name" in call:
+        return {
+            "id": str(call["id"]),
+            "name": str(call["name"]),
+            "arguments": dict(call.get("arguments") or {}),
+        }
+    raise TypeError(f"messages[{i}]: a tool call must be a ToolCall or {{id, name, arguments}}")
+
+
+def tool_calls_from(raw: Sequence[tuple[Any, Any, Any]]) -> tuple[ToolCall, ...]:
+    """Tool calls from a service's ``(id, name, arguments)``: JSON text or an object.
+
+    Arguments that are not a JSON object become ``{}`` with the call's
+    ``error`` saying what came (the model hears it back as the tool's error).
+    """
+    calls = []
+    for call_id, name, arguments in raw:
+        error = None
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments) if arguments.strip() else {}
+            except json.JSONDecodeError as exc:
+                error = f"the arguments are not valid JSON ({exc.msg}): {arguments[:200]!r}"
+                arguments = {}
+        if not isinstance(arguments, dict):
+            error = error or f"the arguments must be a JSON object; got {arguments!r:.200}"
+            arguments = {}
+        calls.append(ToolCall(str(call_id), str(name), arguments, error=error))
+    return tuple(calls)
 
 
 def estimate_tokens(prompt: str | Sequence[Message]) -> int:
@@ -99,7 +185,11 @@ def estimate_tokens(prompt: str | Sequence[Message]) -> int:
     if isinstance(prompt, str):
         chars = len(prompt)
     else:
-        chars = sum(len(str(m.get("content", ""))) + 4 for m in prompt)
+        chars = sum(len(str(m.get("content") or "")) + 4 for m in prompt)
+        for m in prompt:
+            for call in m.get("tool_calls") or ():
+                arguments = call.arguments if isinstance(call, ToolCall) else call.get("arguments")
+                chars += len(json.dumps(arguments, default=str)) + 16
     return max(1, chars // 4)
 
 
@@ -113,7 +203,7 @@ class _Metered:
 
     __slots__ = ("_request", "_start")
 
-    def __init__(self, model: str, messages: list[dict[str, str]], max_tokens: Any = None) -> None:
+    def __init__(self, model: str, messages: list[dict[str, Any]], max_tokens: Any = None) -> None:
         expected = _count(max_tokens)
         self._request = begin_request(model, estimate_tokens(messages), expected)
         self._start = time.perf_counter()

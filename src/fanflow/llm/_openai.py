@@ -18,13 +18,23 @@ and never fails the request. ``timeout`` is a total deadline per request
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._core._exceptions import PermanentError, ServiceError, TransientError
-from ._base import Completion, Message, TokenUsage, _Metered, estimate_tokens, to_messages
+from ._base import (
+    Completion,
+    Message,
+    TokenUsage,
+    _Metered,
+    estimate_tokens,
+    to_messages,
+    tool_calls_from,
+)
 from ._errors import RETRY_AFTER_CEILING, from_status, redact_keys
 from ._sdk import PROVIDER_KEY, SDKChat, _ProviderKey, _usage_tokens
+from ._structured import output_schema, rounds
 
 __all__ = ["OpenAIChat"]
 
@@ -117,8 +127,30 @@ class OpenAIChat(SDKChat):
             api_key=key, base_url=base_url, max_retries=0, timeout=self._sdk_timeout
         )
 
-    async def complete(self, prompt: str | Sequence[Message], **params: Any) -> Completion:
+    supports_schema = True
+
+    async def complete(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        schema: Any = None,
+        repair: int = 1,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        **params: Any,
+    ) -> Completion:
         """Send a chat completion request; return the answer.
+
+        Args:
+            prompt: a string (one user message) or chat messages.
+            schema: a pydantic model class or a JSON Schema dict: the answer
+                is asked for with ``response_format`` (``json_schema``),
+                validated, and returned in ``Completion.parsed``.
+            repair: rounds an answer that does not validate gets (with the
+                errors) before :class:`~fanflow.llm.SchemaError`.
+            tools: tools the model may call, ``{"name", "description",
+                "parameters"}`` (a JSON Schema); the calls it asks for come
+                back in ``Completion.tool_calls``.
+            params: request parameters (``temperature``, ``max_tokens``...).
 
         Raises:
             RateLimited: HTTP 429 (``retry_after`` from the response's headers).
@@ -127,12 +159,45 @@ class OpenAIChat(SDKChat):
                 holds no answer.
             PermanentError: other 4xx, a missing API key, a 200 whose JSON
                 is not a chat completion.
+            SchemaError: with ``schema``, no answer validated.
         """
+        messages = to_messages(prompt)
+        if schema is None:
+            return await self._request(messages, params, tools)
+        spec = output_schema(schema)
+        native = {
+            "type": "json_schema",
+            "json_schema": {"name": spec.name, "schema": spec.json_schema},
+        }
+
+        async def send(conversation: list[dict[str, Any]]) -> Completion:
+            return await self._request(conversation, {**params, "response_format": native}, tools)
+
+        return await rounds(send, messages, spec, repair)
+
+    async def _request(
+        self,
+        messages: list[dict[str, Any]],
+        params: Mapping[str, Any],
+        tools: Sequence[Mapping[str, Any]] | None,
+    ) -> Completion:
         import openai
 
-        messages = to_messages(prompt)
         client = self._client()
         options = {**self.params, **params}
+        if tools:
+            options["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t["name"],
+                        "description": t.get("description", ""),
+                        "parameters": t.get("parameters") or {"type": "object", "properties": {}},
+                    },
+                }
+                for t in tools
+            ]
+        wire = [_wire(m) for m in messages]
         meter = _Metered(
             self.model,
             messages,
@@ -141,12 +206,12 @@ class OpenAIChat(SDKChat):
         try:
             status, body = await self._send(
                 lambda: client.chat.completions.with_raw_response.create(
-                    model=self.model, messages=messages, **options
+                    model=self.model, messages=wire, **options
                 )
             )
             # Nothing is booked until the answer is known to be one.
             data = self._json(status, body, "choices")
-            text = self._text(status, body, data)
+            text, calls = self._answer(status, body, data)
         except openai.OpenAIError as exc:
             meter.failed()
             raise map_openai_error(
@@ -171,7 +236,27 @@ class OpenAIChat(SDKChat):
                 output_tokens or 0,
             ),
             latency,
+            tool_calls=calls,
         )
+
+    def _answer(
+        self, status: int, body: bytes, data: Mapping[str, Any]
+    ) -> tuple[str, tuple[Any, ...]]:
+        choices = data["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise self._bad(status, f"no choices ({choices!r:.20})", body)
+        message = choices[0].get("message") if isinstance(choices[0], Mapping) else None
+        raw = message.get("tool_calls") if isinstance(message, Mapping) else None
+        if isinstance(raw, list) and raw:
+            found = []
+            for call in raw:
+                function = call.get("function") if isinstance(call, Mapping) else None
+                if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+                    raise self._bad(status, "a tool call without a function name", body)
+                found.append((call.get("id", ""), function["name"], function.get("arguments")))
+            content = message.get("content") if isinstance(message, Mapping) else None
+            return (content if isinstance(content, str) else ""), tool_calls_from(found)
+        return self._text(status, body, data), ()
 
     def _text(self, status: int, body: bytes, data: Mapping[str, Any]) -> str:
         choices = data["choices"]
@@ -184,3 +269,29 @@ class OpenAIChat(SDKChat):
             why = "a refusal" if refusal else "no text"
             raise self._bad(status, f"the first choice has {why} (content {content!r:.20})", body)
         return content
+
+
+def _wire(message: Mapping[str, Any]) -> dict[str, Any]:
+    """A message in the chat-completions shape (tool calls and results included)."""
+    role = message["role"]
+    if role == "tool":
+        return {
+            "role": "tool",
+            "tool_call_id": message.get("tool_call_id", ""),
+            "content": message["content"],
+        }
+    calls = message.get("tool_calls")
+    if role == "assistant" and calls:
+        return {
+            "role": "assistant",
+            "content": message["content"] or None,
+            "tool_calls": [
+                {
+                    "id": c["id"],
+                    "type": "function",
+                    "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])},
+                }
+                for c in calls
+            ],
+        }
+    return {"role": role, "content": message["content"]}

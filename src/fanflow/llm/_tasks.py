@@ -9,6 +9,7 @@ from typing import Any
 from .._core._task import Task
 from .._policies._retry import Retry
 from ._base import LLM, Message, estimate_tokens
+from ._structured import complete_structured, output_schema
 
 __all__ = ["answer_line", "last_number", "prompt_task"]
 
@@ -23,9 +24,19 @@ def prompt_task(
     weight: float = 1.0,
     reads: Sequence[str] = (),
     writes: Sequence[str] = (),
+    schema: Any = None,
+    repair: int = 1,
     **params: Any,
 ) -> Task:
     """A :class:`~fanflow.Task` that sends ``prompt`` to ``llm`` and returns the answer's text.
+
+    With ``schema`` (a pydantic model class or a JSON Schema dict) the
+    task's value is the answer parsed and validated (``Completion.parsed``:
+    a model instance, or JSON data); an answer that does not validate gets
+    ``repair`` rounds with the errors, then the task fails with
+    :class:`~fanflow.llm.SchemaError` (permanent: not retried). Models
+    without native structured output get the schema in a system message
+    (:func:`~fanflow.llm.complete_structured`).
 
     ``params`` go to ``llm.complete`` (``temperature``, ``max_tokens``,
     ``seed``...). The task's ``tokens`` estimate (for
@@ -36,9 +47,27 @@ def prompt_task(
     and parameters: change one and it runs again.
     """
 
-    async def ask() -> str:
-        completion = await llm.complete(prompt, **params)
-        return completion.text
+    if schema is not None:
+        spec = output_schema(schema)  # a bad schema fails here, before anything runs
+
+        async def ask() -> Any:
+            completion = await complete_structured(llm, prompt, spec, repair=repair, **params)
+            return completion.parsed
+
+        if spec.model is not None:
+            # In a journal a model instance is stored as its JSON data and
+            # replayed as an instance again.
+            model = spec.model
+            ask.__fanflow_codec__ = (  # type: ignore[attr-defined]
+                lambda value: value.model_dump(mode="json"),
+                model.model_validate,
+            )
+
+    else:
+
+        async def ask() -> Any:
+            completion = await llm.complete(prompt, **params)
+            return completion.text
 
     ask.__qualname__ = ask.__name__ = f"prompt[{getattr(llm, 'name', llm)}]"
     # In a journal (journal=), the task is what it asks: prompt, model, parameters.
@@ -46,6 +75,7 @@ def prompt_task(
         "prompt": prompt,
         "model": model_identity(llm),
         "params": params,
+        **({"schema": spec.json_schema, "repair": repair} if schema is not None else {}),
     }
     prompt_tokens = estimate_tokens(prompt)
     max_tokens = int(params.get("max_tokens", 256))

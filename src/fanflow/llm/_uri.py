@@ -82,10 +82,19 @@ def _sim(model: str, base_url: str | None) -> LLM:
     return OpenAIChat(model, base_url=url, api_key_env=key_env, name=f"sim:{model}@{url}")
 
 
+def _litellm(model: str, base_url: str | None) -> LLM:
+    _sdk("litellm", "litellm", "litellm")
+    from ._litellm import LiteLLMChat
+
+    url, key_env = _key_env(base_url)
+    return LiteLLMChat(model, base_url=url, api_key_env=key_env)
+
+
 _PROVIDERS: dict[str, ProviderFactory] = {
     "openai": _openai,
     "anthropic": _anthropic,
     "sim": _sim,
+    "litellm": _litellm,
 }
 
 
@@ -121,7 +130,9 @@ def from_uri(uri: str) -> LLM:
     ``openai:MODEL@http://127.0.0.1:8000/v1`` (any OpenAI-compatible server:
     vLLM, Ollama, llama.cpp, LM Studio), ``anthropic:MODEL`` (key from
     ``ANTHROPIC_API_KEY``), ``sim:MODEL[@URL]`` (the fanflow simulator; URL
-    defaults to ``$FANFLOW_SIM_URL`` or ``http://127.0.0.1:8000/v1``). Model
+    defaults to ``$FANFLOW_SIM_URL`` or ``http://127.0.0.1:8000/v1``),
+    ``litellm:MODEL[@URL]`` (any provider litellm reaches, e.g.
+    ``litellm:bedrock/...``; extra ``fanflow[litellm]``). Model
     names may contain ``:`` (``openai:llama3:8b@http://...``). A provider's
     own key goes to its own host only; ``?key_env=NAME`` at the end of the
     URL gives that server the key in ``$NAME``

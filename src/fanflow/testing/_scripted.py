@@ -3,40 +3,96 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..llm._base import Completion, Message, TokenUsage, _Metered, estimate_tokens, to_messages
+from ..llm._base import (
+    Completion,
+    Message,
+    TokenUsage,
+    ToolCall,
+    _Metered,
+    estimate_tokens,
+    to_messages,
+)
+from ..llm._structured import output_schema, rounds
 
 __all__ = ["ScriptedLLM"]
+
+Answer = str | BaseException | ToolCall | Sequence[ToolCall] | Mapping[str, Any]
 
 
 class ScriptedLLM:
     """A fake model for tests: answers from a queue, records every request.
 
-    ``enqueue("text")`` (or an exception, which is raised) adds an answer;
-    when the queue is empty, ``default`` is returned. ``history`` holds the
-    messages of every call, in order. ``delay`` seconds pass before answering.
+    ``enqueue(...)`` adds answers, one per request:
+
+    * a string — the answer's text;
+    * a dict — JSON data, answered as its JSON text (for ``schema=``);
+    * a :class:`~fanflow.llm.ToolCall` or a list of them — the model asks
+      for these tool calls (for ``tools=``; ``ff.llm.agent_task``);
+    * an exception — raised.
+
+    When the queue is empty, ``default`` is answered. ``history`` holds the
+    messages of every request, in order, and ``requests`` their other
+    arguments (``schema`` as the JSON Schema sent, ``tools``, parameters).
+    ``delay`` seconds pass before each answer. Like the real providers it
+    takes ``schema=`` (validated, with repair rounds) and ``tools=``.
     """
+
+    supports_schema = True
 
     def __init__(self, name: str = "scripted", *, default: str = "", delay: float = 0.0) -> None:
         self.name = name
         self.default = default
         self.delay = delay
-        self._queue: deque[str | BaseException] = deque()
-        self.history: list[list[dict[str, str]]] = []
+        self._queue: deque[Answer] = deque()
+        self.history: list[list[dict[str, Any]]] = []
+        self.requests: list[dict[str, Any]] = []
 
-    def enqueue(self, *answers: str | BaseException) -> ScriptedLLM:
-        """Queue answers (strings) or failures (exceptions); returns ``self``."""
+    def enqueue(self, *answers: Answer) -> ScriptedLLM:
+        """Queue answers (see the class); returns ``self``."""
         self._queue.extend(answers)
         return self
 
-    async def complete(self, prompt: str | Sequence[Message], **params: Any) -> Completion:
-        """Answer with the next queued item."""
+    async def complete(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        schema: Any = None,
+        repair: int = 1,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        **params: Any,
+    ) -> Completion:
+        """Answer with the next queued item.
+
+        Raises:
+            SchemaError: with ``schema``, the queued answers did not validate.
+            BaseException: a queued exception.
+        """
         messages = to_messages(prompt)
-        self.history.append(messages)
+        if schema is None:
+            return await self._answer(messages, tools, params, None)
+        spec = output_schema(schema)
+
+        async def send(conversation: list[dict[str, Any]]) -> Completion:
+            return await self._answer(conversation, tools, params, spec.json_schema)
+
+        return await rounds(send, messages, spec, repair)
+
+    async def _answer(
+        self,
+        messages: list[dict[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None,
+        params: Mapping[str, Any],
+        schema: Mapping[str, Any] | None,
+    ) -> Completion:
+        # A request the budget refuses is never sent: not in the history.
         meter = _Metered(self.name, messages, params.get("max_tokens"))
+        self.history.append(messages)
+        self.requests.append({"schema": schema, "tools": tools, **params})
         if self.delay:
             try:
                 await asyncio.sleep(self.delay)
@@ -47,6 +103,21 @@ class ScriptedLLM:
         if isinstance(item, BaseException):
             meter.failed()
             raise item
-        tokens = estimate_tokens(item)
-        latency = meter.done(estimate_tokens(messages), tokens)
-        return Completion(item, self.name, TokenUsage(estimate_tokens(messages), tokens), latency)
+        calls: tuple[ToolCall, ...] = ()
+        if isinstance(item, ToolCall):
+            calls, text = (item,), ""
+        elif isinstance(item, Mapping):
+            text = json.dumps(item)
+        elif isinstance(item, str):
+            text = item
+        else:
+            calls, text = tuple(item), ""
+        spent = estimate_tokens(text) if text else 8 * len(calls)
+        latency = meter.done(estimate_tokens(messages), spent)
+        return Completion(
+            text,
+            self.name,
+            TokenUsage(estimate_tokens(messages), spent),
+            latency,
+            tool_calls=calls,
+        )
