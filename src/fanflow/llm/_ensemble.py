@@ -94,7 +94,9 @@ async def ensemble(
             ``raise_on_failure=True``, the others off). ``strategy``,
             ``executor`` and ``audit`` make no sense here; passing one is a
             ``TypeError`` naming it.
-        params: passed to each ``complete`` call (``temperature``...).
+        params: passed to each sample's :func:`prompt_task` (``temperature``...;
+            ``schema=Model`` votes on parsed answers: give ``key=``, e.g.
+            ``key=lambda v: v.verdict``).
 
     Everything after ``llms`` is keyword-only; ``samples`` by position still
     works for one release, with a ``DeprecationWarning``.
