@@ -4,7 +4,8 @@ Starts fanflow's simulated model service on a free loopback port (scripted
 answers: nothing here is a real model), runs ``fanflow run
 examples/research.yaml`` against it, and writes ``demo-output/research.json``
 and ``demo-output/research.html``. Then runs the library tour
-(``examples/tour.py``): every strategy, an ensemble and a synthesis.
+(``examples/tour.py``): every strategy, an ensemble and a synthesis; and
+the agent subtasks and structured judges (``examples/agents.py``).
 """
 
 from __future__ import annotations
@@ -61,8 +62,17 @@ def main() -> int:
         "$ python examples/tour.py   # the library: every strategy, then the LLM layer\n",
         flush=True,
     )
-    return subprocess.run(
+    code = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "tour.py")], check=False
+    ).returncode
+    if code != 0:
+        return code
+    print(
+        "\n$ python examples/agents.py   # sub-agents with tools, structured judges\n",
+        flush=True,
+    )
+    return subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "agents.py")], check=False
     ).returncode
 
 

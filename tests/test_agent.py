@@ -280,3 +280,20 @@ async def test_a_timeout_mid_tool_over_http(agent_sim: Any, wire: str) -> None:
     assert started == ["a"] and finished == []
     assert agent_sim.stats["requests"] == 1  # the loop stopped in the tool: no second call
     assert result.usage is not None and result.usage.wasted_tokens > 0
+
+
+def test_the_agents_example_runs_offline() -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, str(root / "examples" / "agents.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert 'agent solar: 3 model calls, tools: search({"query": "solar"})' in done.stdout
+    assert "verdict: supported" in done.stdout and "Traceback" not in done.stderr
