@@ -14,6 +14,7 @@ from ._agent import AgentError as AgentError
 from ._agent import AgentResult as AgentResult
 from ._agent import agent_task as agent_task
 from ._agent import tool_spec as tool_spec
+from ._aggregate import Claim as Claim
 from ._anthropic import AnthropicChat as AnthropicChat
 from ._base import LLM as LLM
 from ._base import Completion as Completion
@@ -38,6 +39,7 @@ __all__ = [
     "agent_task",
     "AnthropicChat",
     "answer_line",
+    "Claim",
     "Completion",
     "complete_structured",
     "estimate_tokens",

@@ -2,13 +2,16 @@
 
 Both follow the seed's aggregator prompt: merge non-conflicting information,
 resolve conflicts by a stated rule, note the gaps left by failed tasks, and
-give a confidence level based on coverage.
+give a confidence level based on coverage. ``synthesize(cite=True)`` also
+asks for claims with the tasks they rest on (checked against the tasks that
+succeeded), and ``max_input_tokens`` cuts the results fairly to fit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import math
 import secrets
@@ -23,13 +26,17 @@ from .._core._usage import budget_scope
 from .._core._validate import check_choice, check_instance, check_number
 from .._policies._budget import Budget
 from .._policies._retry import Retry
+from ._base import estimate_tokens
+from ._structured import complete_structured
 
 if TYPE_CHECKING:
     from . import LLM
 
 __all__ = [
     "AGGREGATOR_TEMPLATE",
+    "CITE_INSTRUCTIONS",
     "SYNTHESIS_TIMEOUT",
+    "Claim",
     "Gap",
     "MergeConflict",
     "Merged",
@@ -71,15 +78,41 @@ class Gap:
 
 
 @dataclasses.dataclass(frozen=True)
+class Claim:
+    """One statement of a cited synthesis, and the tasks it rests on.
+
+    Attributes:
+        text: the statement.
+        sources: the names of the tasks that support it, each a task that
+            succeeded (cited names that are not were dropped; see
+            :attr:`Synthesis.problems`). Empty when no cited name was valid.
+    """
+
+    text: str
+    sources: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class Synthesis:
     """A model's synthesis of a fan-out's results.
 
     Attributes:
-        text: the model's answer.
+        text: the model's answer. With ``cite=True``: the summary, then the
+            numbered claims, each followed by its sources (``[a, b]``), then
+            the conflicts the model reported, if any.
         coverage: the fan-out's coverage (succeeded weight / total weight).
         confidence_level: ``"high"``, ``"medium"`` or ``"low"``, from coverage.
         gaps: the tasks whose results are missing, and why.
         prompt: the exact prompt sent.
+        claims: with ``cite=True``, the merged statements and their sources;
+            otherwise empty.
+        problems: what to know before trusting the synthesis, one sentence
+            each: results cut to fit ``max_input_tokens``, cited names
+            dropped (``"claim 2 cites 'x', which is not a task that
+            succeeded (no task has that name)"``), claims left without a
+            source. Empty when there is nothing to report.
+        truncated: the names of the tasks whose results were cut to fit
+            ``max_input_tokens``, in submission order.
     """
 
     text: str
@@ -87,6 +120,9 @@ class Synthesis:
     confidence_level: str
     gaps: list[Gap]
     prompt: str
+    claims: tuple[Claim, ...] = ()
+    problems: tuple[str, ...] = ()
+    truncated: tuple[str, ...] = ()
 
 
 def gaps_of(result: FanInResult) -> list[Gap]:
@@ -155,35 +191,149 @@ class _Fields(dict[str, str]):
         )
 
 
+CITE_INSTRUCTIONS = """\
+
+Answer with JSON matching the schema:
+- "summary": the coherent response (steps 1 to 4 above: the merged information,
+  how conflicts were resolved, the gaps, the confidence level).
+- "claims": each merged statement, with "sources": the names of the tasks whose
+  results support it. Cite a task by its name exactly as it appears in its block
+  title, and cite only tasks whose results are shown: {names}.
+- "conflicts": each disagreement between tasks and how it was resolved (may be empty).
+"""
+"""What ``synthesize(cite=True)`` appends to the prompt. ``{names}``: the
+names of the tasks that succeeded (JSON strings, comma-separated)."""
+
+CUT_MARKER = "[... cut: {n} characters]"
+"""The line that ends a result cut to fit ``max_input_tokens``."""
+
+#: A cut result keeps at least this many characters (or all of a shorter one).
+MIN_KEPT_CHARS = 40
+
+
+class _Builder:
+    """Builds the aggregator prompt from the successful tasks' texts (which may be cut)."""
+
+    def __init__(
+        self, result: FanInResult, conflict_strategy: str, template: str, cite: bool
+    ) -> None:
+        self.ok = [r for r in result.results if r.ok]
+        self.gaps = gaps_of(result)
+        self.texts = [_as_text(r.value) for r in self.ok]
+        self.framer = _Framer(
+            [*self.texts, *(g.reason for g in self.gaps), *(r.name for r in result.results)]
+        )
+        self.result = result
+        self.conflict_strategy = conflict_strategy
+        self.template = template
+        self.cite = cite
+
+    def build(self, texts: Sequence[str]) -> str:
+        framer = self.framer
+        blocks = [
+            framer.block(f"task {json.dumps(r.name)} (ok)", text)
+            for r, text in zip(self.ok, texts, strict=True)
+        ]
+        task_results = "\n\n".join([framer.preamble(), *blocks]) if blocks else "(none)"
+        failed = [
+            framer.block(
+                f"failed task {json.dumps(g.task)}", f"status: {g.status}\nwhy: {g.reason}"
+            )
+            for g in self.gaps
+        ]
+        failed_tasks = "\n\n".join(failed) if failed else "(none)"
+        fields = _Fields(
+            task_results=task_results,
+            failed_tasks=failed_tasks,
+            conflict_strategy=self.conflict_strategy,
+            coverage=_coverage_sentence(self.result),
+        )
+        prompt = self.template.format_map(fields)
+        if self.cite:
+            names = ", ".join(json.dumps(r.name) for r in self.ok) or "(none)"
+            prompt += CITE_INSTRUCTIONS.replace("{names}", names)
+        return prompt
+
+    def fit(self, max_input_tokens: int | None) -> tuple[str, tuple[str, ...]]:
+        """The prompt, with results cut to fit ``max_input_tokens``; the names cut.
+
+        Raises:
+            ValueError: even with every result cut to ``MIN_KEPT_CHARS``, the
+                prompt would not fit.
+        """
+        prompt = self.build(self.texts)
+        if max_input_tokens is None or estimate_tokens(prompt) <= max_input_tokens:
+            return prompt, ()
+        # estimate_tokens is len // 4: the prompt fits when it has at most this many characters.
+        allowed = 4 * max_input_tokens + 3
+        empty = [""] * len(self.texts)
+        fixed = len(self.build(empty))
+        # How many times each result's text appears (a template may repeat {task_results}).
+        per_char = len(self.build(["x", *empty[1:]])) - fixed if empty else 0
+        if per_char <= 0:
+            raise ValueError(
+                f"synthesize(max_input_tokens={max_input_tokens}) is too small: the prompt "
+                f"takes about {estimate_tokens(prompt)} tokens and holds no result to cut"
+            )
+        lengths = [len(t) for t in self.texts]
+        reserve = len("\n" + CUT_MARKER.format(n=max(lengths)))
+        room = (allowed - fixed) // per_char if per_char > 0 and allowed > fixed else 0
+        caps = _fair_caps(lengths, room, reserve)
+        kept = [min(n, MIN_KEPT_CHARS) for n in lengths]
+        if caps is None or any(c < k for c, k in zip(caps, kept, strict=True)):
+            need = fixed + per_char * sum(
+                n if n <= MIN_KEPT_CHARS else MIN_KEPT_CHARS + reserve for n in lengths
+            )
+            raise ValueError(
+                f"synthesize(max_input_tokens={max_input_tokens}) is too small for "
+                f"{len(self.texts)} results and {len(self.gaps)} gaps: even with every result "
+                f"cut to {MIN_KEPT_CHARS} characters the prompt takes about "
+                f"{need // 4} tokens"
+            )
+        texts = []
+        cut = []
+        for r, text, cap in zip(self.ok, self.texts, caps, strict=True):
+            if len(text) > cap:
+                texts.append(text[:cap] + "\n" + CUT_MARKER.format(n=len(text) - cap))
+                cut.append(r.name)
+            else:
+                texts.append(text)
+        return self.build(texts), tuple(cut)
+
+
+def _fair_caps(lengths: Sequence[int], room: int, reserve: int) -> list[int] | None:
+    """How many characters each text keeps so that all fit in ``room`` (water-filling).
+
+    Texts no longer than an equal share of what is left are kept whole
+    (shortest first); the longer ones are all cut to the same share, less
+    ``reserve`` characters for the cut marker. ``None`` when nothing fits.
+    """
+    caps = list(lengths)
+    left = room
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    for k, i in enumerate(order):
+        share = left // (len(order) - k)
+        if lengths[i] <= share:
+            left -= lengths[i]
+            continue
+        body = share - reserve
+        if body < 0:
+            return None
+        for j in order[k:]:
+            caps[j] = body
+        break
+    return caps
+
+
 def build_prompt(
     result: FanInResult, conflict_strategy: str, template: str = AGGREGATOR_TEMPLATE
 ) -> str:
-    """The aggregator prompt for ``result`` (what :func:`synthesize` sends).
+    """The aggregator prompt for ``result`` (what :func:`synthesize` sends by default).
 
     Raises:
         ValueError: the template uses a placeholder that is not filled.
     """
-    ok = [r for r in result.results if r.ok]
-    gaps = gaps_of(result)
-    texts = [_as_text(r.value) for r in ok]
-    framer = _Framer([*texts, *(g.reason for g in gaps), *(r.name for r in result.results)])
-    blocks = [
-        framer.block(f"task {json.dumps(r.name)} (ok)", text)
-        for r, text in zip(ok, texts, strict=True)
-    ]
-    task_results = "\n\n".join([framer.preamble(), *blocks]) if blocks else "(none)"
-    failed = [
-        framer.block(f"failed task {json.dumps(g.task)}", f"status: {g.status}\nwhy: {g.reason}")
-        for g in gaps
-    ]
-    failed_tasks = "\n\n".join(failed) if failed else "(none)"
-    fields = _Fields(
-        task_results=task_results,
-        failed_tasks=failed_tasks,
-        conflict_strategy=conflict_strategy,
-        coverage=_coverage_sentence(result),
-    )
-    return template.format_map(fields)
+    return _Builder(result, conflict_strategy, template, cite=False).fit(None)[0]
 
 
 def deprecated_positional(
@@ -236,6 +386,64 @@ def _synthesis_timeout(timeout: float | None) -> float | None:
 DEFAULT_CONFLICT_STRATEGY = "majority agreement between sources, noting any disagreement"
 
 
+@functools.cache
+def _cited_schema() -> Any:
+    """The pydantic model of a cited answer, built on first use (importing fanflow stays light)."""
+    from pydantic import BaseModel, Field
+
+    class CitedClaim(BaseModel):
+        text: str = Field(min_length=1)
+        sources: list[str]
+
+    class CitedSynthesis(BaseModel):
+        summary: str
+        claims: list[CitedClaim]
+        conflicts: list[str] = Field(default_factory=list)
+
+    return CitedSynthesis
+
+
+def _match(name: str, succeeded: Mapping[str, None]) -> str:
+    """``name`` as cited, or the name it means once stray spaces and quotes are removed."""
+    if name in succeeded:
+        return name
+    bare = name.strip().strip("\"'`").strip()
+    return bare if bare in succeeded else name
+
+
+def _cited(result: FanInResult, parsed: Any) -> tuple[str, tuple[Claim, ...], list[str]]:
+    """The readable text, the claims with valid sources, and the problems found."""
+    succeeded = dict.fromkeys(r.name for r in result.results if r.ok)
+    status = {r.name: r.status.value for r in result.results}
+    claims: list[Claim] = []
+    problems: list[str] = []
+    for number, item in enumerate(parsed.claims, 1):
+        sources: list[str] = []
+        for cited in item.sources:
+            name = _match(cited, succeeded)
+            if name in succeeded:
+                if name not in sources:
+                    sources.append(name)
+                continue
+            why = f"its status: {status[name]}" if name in status else "no task has that name"
+            problems.append(
+                f"claim {number} cites {cited!r}, which is not a task that succeeded ({why})"
+            )
+        if not sources:
+            problems.append(f"claim {number} cites no task that succeeded")
+        claims.append(Claim(item.text, tuple(sources)))
+    parts = [parsed.summary.strip()] if parsed.summary.strip() else []
+    if claims:
+        lines = [
+            f"{n}. {c.text} [{', '.join(c.sources) if c.sources else 'no source'}]"
+            for n, c in enumerate(claims, 1)
+        ]
+        parts.append("Claims:\n" + "\n".join(lines))
+    if parsed.conflicts:
+        parts.append("Conflicts:\n" + "\n".join(f"- {c}" for c in parsed.conflicts))
+    return "\n\n".join(parts), tuple(claims), problems
+
+
 async def synthesize(
     result: FanInResult,
     llm: LLM,
@@ -245,6 +453,8 @@ async def synthesize(
     retry: Retry | None = None,
     timeout: float | None = SYNTHESIS_TIMEOUT,
     budget: Budget | None = None,
+    cite: bool = False,
+    max_input_tokens: int | None = None,
     **params: Any,
 ) -> Synthesis:
     """Ask ``llm`` to synthesize a fan-out's results (the seed's aggregator prompt).
@@ -254,10 +464,35 @@ async def synthesize(
     instructions; failed tasks are listed with why they failed; the prompt
     states the coverage and the confidence level it implies.
 
+    With ``cite=True`` the same prompt (the seed's four steps, the same
+    framing) also asks for JSON — a summary, the merged claims each with
+    the names of the tasks it rests on, and the conflicts — through the
+    model's structured output (:func:`~fanflow.llm.complete_structured`:
+    validated, with a repair round). :attr:`Synthesis.claims` holds the
+    claims; a cited name that is not a task that succeeded (a failed or
+    skipped task, an unknown name) is dropped from its claim and reported
+    in :attr:`Synthesis.problems`, as is a claim left with no source (it is
+    kept). :attr:`Synthesis.text` is the summary, the numbered claims with
+    their sources (``[a, b]``) and the conflicts.
+
+    With ``max_input_tokens``, a prompt whose estimate
+    (:func:`~fanflow.llm.estimate_tokens`) is larger is made to fit by one
+    rule: results are cut fairly, never dropped. Results no longer than an
+    equal share of the room left are kept whole (shortest first); every
+    longer one is cut to that same share, keeping its beginning, and ends
+    with a line ``[... cut: N characters]`` inside its frame. The names of
+    the cut tasks are in :attr:`Synthesis.truncated`, and a line of
+    :attr:`Synthesis.problems` says so. The limit covers the prompt text
+    (the template, the framed results, the failures and, with ``cite``, the
+    JSON instructions); a model without native structured output also gets
+    the schema in a system message (a few hundred characters) on top.
+
     The model call is as resilient as a fan-out's tasks: each attempt has
     ``timeout`` seconds, and a failure is retried by ``retry`` — a
     ``RateLimited`` error waits at least its ``retry_after``, a
-    ``PermanentError`` is never retried.
+    ``PermanentError`` (including ``SchemaError``) is never retried. Every
+    request — repair rounds included — is booked to the usage ledger and
+    charged to the budget.
 
     Args:
         result: the fan-out's :class:`FanInResult`.
@@ -266,24 +501,35 @@ async def synthesize(
         template: the prompt template (see :data:`AGGREGATOR_TEMPLATE`).
         retry: the retry policy; ``None`` means ``Retry(attempts=3)``, and
             ``Retry(attempts=1)`` turns retries off.
-        timeout: seconds for each attempt (default 120); ``None`` or
-            ``math.inf`` for none.
+        timeout: seconds for each attempt (default 120), repair rounds
+            included; ``None`` or ``math.inf`` for none.
         budget: an :class:`~fanflow.Budget` the model calls are charged
             to (each reserves its prompt's estimate plus ``max_tokens``
             first); ``None``: the budget in force, if any (inside a
             fan-out given one).
-        params: passed to ``llm.complete``.
+        cite: ask for claims with their sources (see above); default
+            ``False``, a plain-text answer.
+        max_input_tokens: the most tokens (estimated) the prompt may take;
+            ``None`` (the default) for no limit — fanflow does not know the
+            model's context window, and cutting silently would lose data.
+        params: passed to ``llm.complete`` (with ``cite``, ``repair=N``
+            sets the repair rounds; default 1).
 
     Everything after ``llm`` is keyword-only. Passing ``conflict_strategy``
     and ``template`` by position still works for one release, with a
     ``DeprecationWarning``.
 
     Raises:
-        ValueError: the template uses an unknown placeholder, or a bad
-            ``timeout``.
+        ValueError: the template uses an unknown placeholder; a bad
+            ``timeout`` or ``max_input_tokens`` (below 1); a
+            ``max_input_tokens`` too small for the prompt even with every
+            result cut to 40 characters.
         TypeError: an argument of the wrong type (``result`` not a
             :class:`FanInResult`, ``llm`` without ``complete``, ``retry`` not a
-            :class:`Retry`, ``timeout`` not a number...).
+            :class:`Retry`, ``timeout`` not a number, ``cite`` not a bool,
+            ``max_input_tokens`` not an int...).
+        SchemaError: with ``cite``, the answer did not match the schema
+            after the repair rounds (not retried).
         ServiceError: from the model call, once the retries are spent.
         BudgetExceeded: the call does not fit in the budget (not retried;
             nothing was sent).
@@ -308,7 +554,15 @@ async def synthesize(
     policy = Retry(attempts=3) if retry is None else retry
     check_instance(policy, "synthesize(retry=...)", Retry, "a fanflow.Retry or None")
     limit = _synthesis_timeout(timeout)
-    prompt = build_prompt(result, conflict_strategy, template)
+    check_instance(cite, "synthesize(cite=...)", bool, "True or False")
+    check_number(
+        max_input_tokens,
+        "synthesize(max_input_tokens=...)",
+        minimum=1,
+        integer=True,
+        allow_none=True,
+    )
+    prompt, cut = _Builder(result, conflict_strategy, template, cite).fit(max_input_tokens)
     attempt = 0
     while True:
         attempt += 1
@@ -316,7 +570,12 @@ async def synthesize(
         try:
             with budget_scope(budget):
                 async with asyncio.timeout(limit) as scope:
-                    completion = await llm.complete(prompt, **params)
+                    if cite:
+                        completion = await complete_structured(
+                            llm, prompt, _cited_schema(), **params
+                        )
+                    else:
+                        completion = await llm.complete(prompt, **params)
             break
         except TimeoutError as exc:
             if not scope.expired():
@@ -329,12 +588,26 @@ async def synthesize(
                 raise
             error = exc
         await asyncio.sleep(policy.delay(attempt, error))
+    problems: list[str] = []
+    if cut:
+        problems.append(
+            f"results cut to fit max_input_tokens={max_input_tokens}: "
+            + ", ".join(repr(name) for name in cut)
+        )
+    text = completion.text
+    claims: tuple[Claim, ...] = ()
+    if cite:
+        text, claims, found = _cited(result, completion.parsed)
+        problems.extend(found)
     return Synthesis(
-        text=completion.text,
+        text=text,
         coverage=result.coverage,
         confidence_level=confidence_level(result.coverage),
         gaps=gaps_of(result),
         prompt=prompt,
+        claims=claims,
+        problems=tuple(problems),
+        truncated=cut,
     )
 
 
