@@ -167,3 +167,16 @@ async def test_a_journal_stores_and_replays_model_instances(tmp_path: Path) -> N
         [prompt_task("j", other, "judge", schema=VERDICT_SCHEMA)], journal=db
     )
     assert not changed.results[0].replayed and changed.results[0].value["verdict"] == "no"
+
+
+async def test_merge_takes_structured_answers_as_their_fields() -> None:
+    llm = ScriptedLLM("m").enqueue(
+        {"verdict": "yes", "score": 3},
+        {"verdict": "yes", "score": 4},
+        {"verdict": "no", "score": 3},
+    )
+    tasks = [prompt_task(f"j{i}", llm, f"judge {i}", schema=Verdict) for i in range(3)]
+    result = await ff.fan_out(tasks, max_concurrency=1)
+    merged = ff.merge(result)
+    assert merged.value == {"verdict": "yes", "score": 3}
+    assert {c.key for c in merged.conflicts} == {"verdict", "score"}

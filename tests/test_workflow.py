@@ -90,7 +90,7 @@ def fanflow(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
             "tasks:\n  a:\n    run: echo\n    prompt: hi\n",
             2,
             "tasks.a",
-            "exactly one of run, call or prompt",
+            "exactly one of run, call, prompt or agent",
             id="two-kinds",
         ),
         pytest.param("name: x\n", 1, "tasks", "required", id="no-tasks"),

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ..testing._simulator import Latency, Script, SimConfig
+from ..testing._simulator import AgentScript, Latency, Script, SimConfig
 
 
 def _parse_script(text: str) -> Script:
@@ -76,7 +77,8 @@ def _load_config(path: Path) -> dict[str, Any]:
     "--config",
     "config_path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help='JSON: {"scripts": [{"pattern": ..., "answers": {...}}], ...}',
+    help='JSON: {"scripts": [{"pattern": ..., "answers": {...}}], "agents": [{"pattern": ..., '
+    '"steps": [[{"name": tool, "arguments": {...}}], ...], "answer": ...}]}',
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Reproducible draws.")
 def simulate(
@@ -105,6 +107,7 @@ def simulate(
     except ImportError as exc:
         raise click.ClickException(str(exc)) from None
     parsed = [_parse_script(s) for s in scripts]
+    agents: list[AgentScript] = []
     if config_path is not None:
         data = _load_config(config_path)
         items = data.get("scripts", [])
@@ -115,6 +118,16 @@ def simulate(
                 parsed.append(Script(str(item["pattern"]), dict(item["answers"])))
             except (KeyError, TypeError, ValueError) as exc:
                 raise click.BadParameter(f"{config_path}: scripts[{i}]: {exc}") from None
+        scripted = data.get("agents", [])
+        if not isinstance(scripted, list):
+            raise click.BadParameter(f"{config_path}: 'agents' must be a list")
+        for i, item in enumerate(scripted):
+            try:
+                agents.append(
+                    AgentScript(str(item["pattern"]), list(item["steps"]), str(item["answer"]))
+                )
+            except (KeyError, TypeError, ValueError, re.error) as exc:
+                raise click.BadParameter(f"{config_path}: agents[{i}]: {exc}") from None
     for name, value in (("--error-rate", error_rate), ("--rate-limit-rate", rate_limit_rate)):
         if not 0 <= value <= 1:
             raise click.BadParameter(f"{name} must be in [0, 1]; got {value}")
@@ -125,6 +138,7 @@ def simulate(
         retry_after=retry_after,
         capacity=capacity,
         scripts=parsed,
+        agents=agents,
         seed=seed,
     )
     import socket

@@ -9,7 +9,7 @@ import inspect
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._core._graph import check_graph
 from .._core._task import Ref, Task
@@ -18,6 +18,9 @@ from .._policies._retry import Retry
 from .._shell._run import run_shell
 from .._template import Mode, Template, TemplateError, is_template, quoted_placeholders
 from ._spec import Loaded, RetrySpec, TaskSpec, WorkflowError
+
+if TYPE_CHECKING:
+    from ..llm._structured import OutputSchema
 
 __all__ = ["Plan", "build"]
 
@@ -89,8 +92,24 @@ def _template(text: str, loaded: Loaded, loc: tuple[Any, ...], task: str, mode: 
 
 
 def _values(template: Template, upstream: Mapping[str, Any]) -> dict[str, Any]:
-    """The values of the tasks ``template`` uses (all of them needs, checked at build)."""
-    return {name: upstream[name] for name in template.tasks()}
+    """The values of the tasks ``template`` uses (all of them needs, checked at build).
+
+    A structured value is its JSON data (``{{ tasks.x.value.field }}`` reads
+    a field); an agent's value is its answer: the parsed one with
+    ``schema:``, else its text.
+    """
+    return {name: _data(upstream[name]) for name in template.tasks()}
+
+
+def _data(value: Any) -> Any:
+    """What a template sees of a task's value (see :func:`_values`)."""
+    from ..llm._agent import AgentResult
+
+    if isinstance(value, AgentResult):
+        value = value.text if value.parsed is None else value.parsed
+    if hasattr(value, "model_dump") and hasattr(type(value), "model_fields"):  # pydantic
+        return value.model_dump(mode="json")
+    return value
 
 
 def _fill(value: Any, params: Mapping[str, Any], upstream: Mapping[str, Any], folder: str) -> Any:
@@ -121,17 +140,23 @@ def _templates_in(
     return value
 
 
-def _import(target: str, loaded: Loaded, loc: tuple[Any, ...]) -> Callable[..., Any]:
-    # call: targets are found beside the workflow file, or from the current folder.
+def _import_object(target: str, loaded: Loaded, loc: tuple[Any, ...]) -> Any:
+    """``package.module:name`` imported; a :class:`WorkflowError` at ``loc`` if it cannot be."""
+    # Targets (call:, schema:, tools:) are found beside the workflow file, or
+    # from the current folder.
     for folder in (loaded.folder, str(Path.cwd())):
         if folder not in sys.path:
             sys.path.append(folder)
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
-        fn = _lookup_attr(module, attr)
+        return _lookup_attr(module, attr)
     except (ImportError, AttributeError) as exc:
         raise loaded.error(loc, f"cannot import {target!r}: {exc}") from None
+
+
+def _import(target: str, loaded: Loaded, loc: tuple[Any, ...]) -> Callable[..., Any]:
+    fn = _import_object(target, loaded, loc)
     if not callable(fn):
         raise loaded.error(loc, f"{target!r} is not callable")
     return fn  # type: ignore[no-any-return]
@@ -191,47 +216,176 @@ def _call_task(
     return call
 
 
+def _schema(spec: TaskSpec, loaded: Loaded, loc: tuple[Any, ...]) -> OutputSchema | None:
+    """The task's ``schema:`` ready to use: an inline JSON Schema or an imported pydantic model.
+
+    Raises:
+        WorkflowError: at ``loc``: a module or class that cannot be imported,
+            or a class that is not a pydantic model.
+    """
+    from ..llm._structured import output_schema
+
+    if spec.schema_ is None:
+        return None
+    if isinstance(spec.schema_, dict):
+        return output_schema(spec.schema_)  # checked when the file was loaded
+    target = str(spec.schema_)
+    model = _import_object(target, loaded, loc)
+    from pydantic import BaseModel
+
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise loaded.error(
+            loc, f"{target!r} is not a pydantic model class (a subclass of pydantic.BaseModel)"
+        )
+    try:
+        return output_schema(model)
+    except Exception as exc:  # a model pydantic cannot describe as a JSON Schema
+        raise loaded.error(loc, f"{target!r} has no JSON Schema: {exc}") from None
+
+
+def _model_estimate(fn: Any, llm_uri: str, template: Template) -> None:
+    """``fn.__fanflow_model__``: the model and token estimate a budget reserves.
+
+    Under a budget (budget:, --budget-tokens) the attempt reserves the
+    template's estimate plus an answer of 256 tokens (values filled in
+    later are not known yet: their size is the estimate's error).
+    """
+    from ..llm._base import estimate_tokens
+
+    rest = llm_uri.partition(":")[2]
+    at = rest.rfind("@http")
+    fn.__fanflow_model__ = (
+        rest[:at] if at >= 0 else rest,
+        estimate_tokens(template.source),
+        _ANSWER_TOKENS,
+    )
+
+
+def _model_codec(schema: OutputSchema | None) -> Any:
+    """How a journal stores a pydantic model instance: its JSON data, validated on replay."""
+    model = schema.model if schema is not None else None
+    if model is None:
+        return None
+    return (lambda value: value.model_dump(mode="json"), model.model_validate)
+
+
 def _prompt_task(
-    template: Template, llm_uri: str, params: Mapping[str, Any], folder: str
+    template: Template,
+    llm_uri: str,
+    params: Mapping[str, Any],
+    folder: str,
+    schema: OutputSchema | None = None,
+    repair: int = 1,
 ) -> Callable[..., Any]:
-    async def ask(upstream: Mapping[str, Any]) -> str:
+    async def ask(upstream: Mapping[str, Any]) -> Any:
         from ..llm import from_uri
+        from ..llm._structured import complete_structured
 
         # Task values and params alike are framed as data between nonce markers.
         prompt = template.render(params, _values(template, upstream), folder=folder)
         llm = from_uri(llm_uri)
         try:
-            completion = await llm.complete(prompt)
+            if schema is None:
+                return (await llm.complete(prompt)).text
+            completion = await complete_structured(llm, prompt, schema, repair=repair)
+            return completion.parsed
         finally:
             close = getattr(llm, "aclose", None)
             if close is not None:
                 await close()
-        return completion.text
 
     def fingerprint(upstream: Mapping[str, Any]) -> Any:
         # In a journal: what the prompt is rendered from (the rendering itself
-        # frames values with a fresh nonce each time), and the model.
-        return {
+        # frames values with a fresh nonce each time), the model, and the schema.
+        found: dict[str, Any] = {
             "prompt": template.source,
             "values": _values(template, upstream),
             "params": _used_params(template, params),
             "model": llm_uri,
         }
+        if schema is not None:
+            found.update(schema=schema.json_schema, repair=repair)
+        return found
 
     ask.__fanflow_fingerprint__ = fingerprint  # type: ignore[attr-defined]
-    # Under a budget (budget:, --budget-tokens) the attempt reserves the
-    # template's estimate plus an answer of 256 tokens (values filled in
-    # later are not known yet: their size is the estimate's error).
-    from ..llm._base import estimate_tokens
-
-    rest = llm_uri.partition(":")[2]
-    at = rest.rfind("@http")
-    ask.__fanflow_model__ = (  # type: ignore[attr-defined]
-        rest[:at] if at >= 0 else rest,
-        estimate_tokens(template.source),
-        _ANSWER_TOKENS,
-    )
+    codec = _model_codec(schema)
+    if codec is not None:
+        ask.__fanflow_codec__ = codec  # type: ignore[attr-defined]
+    _model_estimate(ask, llm_uri, template)
     return ask
+
+
+def _agent_task(
+    template: Template,
+    llm_uri: str,
+    params: Mapping[str, Any],
+    folder: str,
+    tools: Mapping[str, Any],
+    max_steps: int,
+    schema: OutputSchema | None,
+    repair: int,
+) -> Callable[..., Any]:
+    from ..llm._agent import _dump, _load, run_agent
+
+    async def agent(upstream: Mapping[str, Any]) -> Any:
+        from ..llm import from_uri
+
+        prompt = template.render(params, _values(template, upstream), folder=folder)
+        llm = from_uri(llm_uri)
+        try:
+            return await run_agent(
+                llm, prompt, tools, max_steps=max_steps, schema=schema, repair=repair
+            )
+        finally:
+            close = getattr(llm, "aclose", None)
+            if close is not None:
+                await close()
+
+    def fingerprint(upstream: Mapping[str, Any]) -> Any:
+        # In a journal: as a prompt task, plus the tools (their code) and the limits.
+        from .._core._fingerprint import fn_digest
+
+        return {
+            "agent": template.source,
+            "values": _values(template, upstream),
+            "params": _used_params(template, params),
+            "model": llm_uri,
+            "tools": {n: fn_digest(t.fn, f"tool {n!r}").hex() for n, t in tools.items()},
+            "max_steps": max_steps,
+            "schema": None if schema is None else schema.json_schema,
+            "repair": repair,
+        }
+
+    agent.__fanflow_fingerprint__ = fingerprint  # type: ignore[attr-defined]
+    # In a journal: the answer, the tool calls and a model instance as JSON data.
+    agent.__fanflow_codec__ = (  # type: ignore[attr-defined]
+        lambda value: _dump(value, schema),
+        lambda data: _load(data, schema),
+    )
+    _model_estimate(agent, llm_uri, template)
+    return agent
+
+
+def _tools(targets: list[str], loaded: Loaded, loc: tuple[Any, ...]) -> dict[str, Any]:
+    """Each ``tools:`` entry imported and described as the model will see it.
+
+    Raises:
+        WorkflowError: at ``loc[i]``: an import that fails, something that
+            cannot be a tool, or two tools of one name.
+    """
+    from ..llm._agent import _tool
+
+    table: dict[str, Any] = {}
+    for i, target in enumerate(targets):
+        fn = _import(target, loaded, (*loc, i))
+        try:
+            tool = _tool(fn)
+        except TypeError as exc:
+            raise loaded.error((*loc, i), f"{target!r} cannot be a tool: {exc}") from None
+        if tool.name in table:
+            raise loaded.error((*loc, i), f"two tools are named {tool.name!r}")
+        table[tool.name] = tool
+    return table
 
 
 # The answer a workflow's prompt task reserves room for under a budget.
@@ -270,14 +424,24 @@ def _build_task(
                 return None
             fn = _call_task(target, arguments, params, loaded.folder)
         else:
-            assert spec.prompt is not None
+            kind = "prompt" if spec.prompt is not None else "agent"
+            source = spec.prompt if spec.prompt is not None else spec.agent
+            assert source is not None
             uri = spec.llm or wf.llm
-            template = _template(spec.prompt, loaded, (*base, "prompt"), name, "prompt")
+            template = _template(source, loaded, (*base, kind), name, "prompt")
             if uri is None:
                 raise loaded.error(
-                    (*base, "llm"), "a prompt task needs llm: (here or at the top level)"
+                    (*base, "llm"), f"a {kind} task needs llm: (here or at the top level)"
                 )
-            fn = _prompt_task(template, uri, params, loaded.folder)
+            schema = _schema(spec, loaded, (*base, "schema_"))
+            repair = 1 if spec.repair is None else spec.repair
+            if kind == "prompt":
+                fn = _prompt_task(template, uri, params, loaded.folder, schema, repair)
+            else:
+                assert spec.tools is not None
+                tools = _tools(spec.tools, loaded, (*base, "tools"))
+                steps = 8 if spec.max_steps is None else spec.max_steps
+                fn = _agent_task(template, uri, params, loaded.folder, tools, steps, schema, repair)
     except WorkflowError as exc:
         errors.append(exc)
         return None

@@ -58,9 +58,16 @@ def run_report(
     what was spent and what is left (``Budget.to_dict()``), and how many
     tasks the budget stopped — ``skipped`` (never started) and
     ``not_retried``.
+
+    An agent task's ``value`` is its answer (the parsed one with a schema,
+    else the text); its ``"agent"`` entry holds ``steps`` (model calls) and
+    ``tool_calls``, each ``{"name", "arguments", "result", "error"}``.
     """
     from .. import __version__
 
+    data = result.to_dict()
+    for task, entry in zip(result.results, data["results"], strict=True):
+        _agent_entry(task.value, entry)
     report: dict[str, Any] = {
         "fanflow": __version__,
         "workflow": name,
@@ -68,7 +75,7 @@ def run_report(
         "started_at": started_at,
         "finished_at": time.time(),
         "deadline": deadline,
-        "result": result.to_dict(),
+        "result": data,
         "aggregate": to_jsonable(aggregate) if aggregate is not None else None,
     }
     if budget is not None:
@@ -79,6 +86,27 @@ def run_report(
             "not_retried": sum(1 for r in stopped if r.status.value != "skipped"),
         }
     return report
+
+
+def _agent_entry(value: Any, entry: dict[str, Any]) -> None:
+    """An agent's answer as the task's ``value``, its steps and tool calls under ``"agent"``."""
+    from ..llm._agent import AgentResult
+
+    if not isinstance(value, AgentResult):
+        return
+    entry["value"] = to_jsonable(value.text if value.parsed is None else value.parsed)
+    entry["agent"] = {
+        "steps": value.steps,
+        "tool_calls": [
+            {
+                "name": call.name,
+                "arguments": to_jsonable(call.arguments),
+                "result": to_jsonable(call.result),
+                "error": call.error,
+            }
+            for call in value.tool_calls
+        ],
+    }
 
 
 def _kind(value: Any) -> str:
@@ -277,6 +305,19 @@ def _view(report: Any) -> dict[str, Any]:
             value = task.data.get("value")
             # Text as it is (a command's output, a model's answer); the rest as JSON.
             shown = value if isinstance(value, str) else _json_text(value)
+        note = task.text("reason")
+        agent = task.maybe_obj("agent")
+        if agent is not None:
+            calls = [
+                _Fields(c, f"{agent.where('tool_calls')}[{k}]")
+                for k, c in enumerate(agent.items("tool_calls", []))
+            ]
+            names = ", ".join(
+                c.text("name") + (" (error)" if c.data.get("error") is not None else "")
+                for c in calls
+            )
+            said = f"{len(calls)} tool call(s){': ' + names if names else ''}"
+            note = f"{note}; {said}" if note else said
         rows.append(
             {
                 "name": name,
@@ -286,7 +327,7 @@ def _view(report: Any) -> dict[str, Any]:
                 "time": _fmt(task.number("duration")),
                 "hedged": task.flag("hedged"),
                 "value": shown[:200] + ("..." if len(shown) > 200 else ""),
-                "note": task.text("reason"),
+                "note": note,
                 "history": attempts,
             }
         )

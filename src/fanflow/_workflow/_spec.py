@@ -280,14 +280,67 @@ class StrategySpec(_Model):
         )
 
 
+_TARGET = re.compile(r"^[\w.]+:[\w.]+$")
+
+
+def _schema_field(value: Any) -> Any:
+    """``schema:``: a JSON Schema (a mapping, checked here) or ``package.module:Model``."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if not _TARGET.match(value):
+            raise ValueError(
+                "schema must be a JSON Schema (a mapping) or a pydantic model named as "
+                f"package.module:Model; got {_short(value)}"
+            )
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(
+            "schema must be a JSON Schema (a mapping) or a pydantic model named as "
+            f"package.module:Model; got {_short(value)}"
+        )
+    try:
+        same = json.loads(json.dumps(value, allow_nan=False)) == value
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"the JSON Schema holds a value JSON cannot carry: {exc}") from None
+    except RecursionError:
+        raise ValueError("the JSON Schema is nested too deeply") from None
+    if not same:
+        raise ValueError("a JSON Schema's keys are strings: quote keys such as 1, true or null")
+    import jsonschema  # type: ignore[import-untyped]
+
+    try:
+        # The check ff.llm's output_schema() makes, with where in the schema.
+        jsonschema.Draft202012Validator.check_schema(value)
+    except jsonschema.SchemaError as exc:
+        where = ".".join(str(part) for part in exc.absolute_path)
+        at = f" at {where}" if where else ""
+        raise ValueError(f"not a valid JSON Schema{at}: {exc.message}") from None
+    return value
+
+
+StrictCount = Annotated[int, Field(strict=True)]
+
+
 class TaskSpec(_Model):
-    """One task: exactly one of ``run:`` (shell), ``call:`` (Python) or ``prompt:`` (a model)."""
+    """One task: exactly one of ``run:`` (shell), ``call:`` (Python), ``prompt:`` or ``agent:``.
+
+    ``prompt:`` and ``agent:`` take ``schema:`` (a JSON Schema, or a
+    pydantic model as ``package.module:Model``) and ``repair:`` (rounds of
+    repair of an answer that does not validate; default 1). ``agent:``
+    takes ``tools:`` (``package.module:function`` each) and ``max_steps:``.
+    """
 
     run: str | None = None
     call: str | None = None
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
     prompt: str | None = None
+    agent: str | None = None
     llm: str | None = None
+    schema_: Annotated[Any, BeforeValidator(_schema_field)] = Field(None, alias="schema")
+    repair: StrictCount | None = Field(None, ge=0, le=100)
+    tools: list[str] | None = None
+    max_steps: StrictCount | None = Field(None, ge=1, le=1000)
     needs: list[str] = Field(default_factory=list)
     timeout: PositiveDuration | None = None
     retry: RetrySpec | None = None
@@ -296,16 +349,43 @@ class TaskSpec(_Model):
     writes: list[str] = Field(default_factory=list)
     idempotent: bool = True
 
+    @field_validator("tools")
+    @classmethod
+    def _tool_targets(cls, tools: list[str] | None) -> list[str] | None:
+        if tools is None:
+            return None
+        if not tools:
+            raise ValueError("an agent needs at least one tool: tools: [package.module:function]")
+        for tool in tools:
+            if not _TARGET.match(tool):
+                raise ValueError(
+                    f"each tool must look like package.module:function; got {_short(tool)}"
+                )
+        return tools
+
     @model_validator(mode="after")
     def _one_kind(self) -> TaskSpec:
-        kinds = [k for k in ("run", "call", "prompt") if getattr(self, k) is not None]
+        kinds = [k for k in ("run", "call", "prompt", "agent") if getattr(self, k) is not None]
         if len(kinds) != 1:
             found = ", ".join(kinds) if kinds else "none"
-            raise ValueError(f"a task needs exactly one of run, call or prompt (found: {found})")
-        if self.call is not None and not re.match(r"^[\w.]+:[\w.]+$", self.call):
+            raise ValueError(
+                f"a task needs exactly one of run, call, prompt or agent (found: {found})"
+            )
+        if self.call is not None and not _TARGET.match(self.call):
             raise ValueError(f"call must look like package.module:function; got {self.call!r}")
         if self.with_ and self.call is None:
             raise ValueError("with: gives arguments to a call: task only")
+        model_task = self.prompt is not None or self.agent is not None
+        if self.schema_ is not None and not model_task:
+            raise ValueError("schema: is for prompt: and agent: tasks only")
+        if self.repair is not None and self.schema_ is None:
+            raise ValueError("repair: goes with schema: (rounds of repair of an invalid answer)")
+        if self.agent is None:
+            for option in ("tools", "max_steps"):
+                if getattr(self, option) is not None:
+                    raise ValueError(f"{option}: is for agent: tasks only")
+        elif self.tools is None:
+            raise ValueError("an agent: task needs tools: [package.module:function, ...]")
         return self
 
 
@@ -360,13 +440,17 @@ class Workflow(_Model):
         return tasks
 
 
+# Fields spelt differently in Python (a keyword, a name pydantic's BaseModel uses).
+_ALIASES = {"with_": "with", "schema_": "schema"}
+
+
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     """The line of the YAML node at ``loc``, or of the closest parent that exists."""
     line = node.start_mark.line + 1 if node is not None else None
     for key in loc:
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
-                if k.value == key or (key == "with_" and k.value == "with"):
+                if k.value == _ALIASES.get(key, key):
                     node, line = v, k.start_mark.line + 1
                     break
             else:
@@ -382,8 +466,7 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
 def _field(loc: tuple[Any, ...]) -> str:
     parts = []
     for key in loc:
-        if key == "with_":
-            key = "with"
+        key = _ALIASES.get(key, key)
         parts.append(f"[{key}]" if isinstance(key, int) else str(key))
     return ".".join(parts).replace(".[", "[")
 

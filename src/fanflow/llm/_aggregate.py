@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._core._jsonable import to_jsonable
-from .._core._result import FanInResult, TaskResult, confidence_level
+from .._core._result import FanInResult, confidence_level
 from .._core._types import Status
 from .._core._usage import budget_scope
 from .._core._validate import check_choice, check_instance, check_number
@@ -662,6 +662,9 @@ def merge(
 ) -> Merged:
     """Merge the dict values of a fan-out's successful tasks, without a model.
 
+    A pydantic model instance (a structured answer, ``schema=``) is merged
+    as its fields (``model_dump()``).
+
     Keys only one task gives, or that all give the same value, are merged
     as they are. A key with different values is a conflict, resolved by
     ``conflict``: ``"vote"`` (the most common value; a tie goes to the
@@ -696,21 +699,27 @@ def merge(
         raise ValueError(
             "merge(conflict='priority') needs priority=[task names, most trusted first]"
         )
-    ok: list[TaskResult] = [r for r in result.results if r.ok]
-    for r in ok:
-        if not isinstance(r.value, Mapping):
+    values: dict[str, Mapping[str, Any]] = {}
+    for r in result.results:
+        if not r.ok:
+            continue
+        value = r.value
+        if hasattr(value, "model_dump") and callable(value.model_dump):
+            value = value.model_dump()  # a structured answer (a pydantic model): its fields
+        if not isinstance(value, Mapping):
             raise TypeError(
                 f"merge needs dict-shaped results; task {r.name!r} returned "
                 f"{type(r.value).__name__} {r.value!r:.60}"
             )
+        values[r.name] = value
     rank = {name: i for i, name in enumerate(priority or ())}
     merged: dict[str, Any] = {}
     conflicts: list[MergeConflict] = []
     keys: dict[str, None] = {}
-    for r in ok:
-        keys.update(dict.fromkeys(r.value))
+    for value in values.values():
+        keys.update(dict.fromkeys(value))
     for key in keys:
-        candidates = {r.name: r.value[key] for r in ok if key in r.value}
+        candidates = {name: value[key] for name, value in values.items() if key in value}
         distinct = {_canonical(v) for v in candidates.values()}
         if len(distinct) == 1:
             merged[key] = next(iter(candidates.values()))
