@@ -170,8 +170,13 @@ class OpenAIChat(SDKChat):
             "json_schema": {"name": spec.name, "schema": spec.json_schema},
         }
 
+        # In extra_body, not as the typed response_format parameter: the SDK
+        # walks a typed parameter recursively on every request (the whole
+        # schema), which cost structured prompts ~8% of their throughput.
+        extra = {**(params.get("extra_body") or {}), "response_format": native}
+
         async def send(conversation: list[dict[str, Any]]) -> Completion:
-            return await self._request(conversation, {**params, "response_format": native}, tools)
+            return await self._request(conversation, {**params, "extra_body": extra}, tools)
 
         return await rounds(send, messages, spec, repair)
 

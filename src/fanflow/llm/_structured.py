@@ -21,6 +21,7 @@ import dataclasses
 import inspect
 import json
 import re
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -31,6 +32,8 @@ __all__ = ["OutputSchema", "SchemaError", "complete_structured", "output_schema"
 
 #: The validation errors a repair prompt and a SchemaError quote, at most.
 _MAX_ERRORS = 10
+
+_BY_CLASS: weakref.WeakKeyDictionary[type, OutputSchema] = weakref.WeakKeyDictionary()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +81,13 @@ def output_schema(schema: Any) -> OutputSchema:
     if isinstance(schema, OutputSchema):
         return schema
     if inspect.isclass(schema) and hasattr(schema, "model_json_schema"):
-        return OutputSchema(_name(schema.__name__), schema.model_json_schema(), schema)
+        # Built once per class: a fan-out of a thousand prompt tasks with one
+        # model would otherwise generate its JSON Schema a thousand times.
+        found = _BY_CLASS.get(schema)
+        if found is None:
+            found = OutputSchema(_name(schema.__name__), schema.model_json_schema(), schema)
+            _BY_CLASS[schema] = found
+        return found
     if isinstance(schema, Mapping):
         import jsonschema
 
