@@ -297,3 +297,29 @@ def test_the_agents_example_runs_offline() -> None:
     assert done.returncode == 0, done.stderr
     assert 'agent solar: 3 model calls, tools: search({"query": "solar"})' in done.stdout
     assert "verdict: supported" in done.stdout and "Traceback" not in done.stderr
+
+
+async def test_a_tool_call_scheduled_in_the_winners_turn_does_not_start() -> None:
+    # The winner's answer and a loser's tool call arrive in the same loop
+    # turn: the winner is settled (and the loser cancelled) before the
+    # loser's tool task first runs, which must then not start the tool.
+    started: list[str] = []
+
+    async def work(who: str) -> str:
+        """Do some work."""
+        started.append(who)
+        return who
+
+    winner = ScriptedLLM("w", delay=0.05).enqueue("won")
+    loser = ScriptedLLM("l", delay=0.05).enqueue(ToolCall("c1", "work", {"who": "loser"}), "late")
+    result = await ff.fan_out(
+        [
+            agent_task("winner", winner, "p", tools=[work]),
+            agent_task("loser", loser, "p", tools=[work]),
+        ],
+        strategy=ff.FirstN(1),
+    )
+    assert result.results[0].value.text == "won"
+    assert result.results[1].status is ff.Status.CANCELLED
+    await asyncio.sleep(0.1)
+    assert started == []

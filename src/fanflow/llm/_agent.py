@@ -145,8 +145,15 @@ def _tools(
     return table
 
 
-async def _call(tool: _Tool | None, call: ToolCall) -> ToolCall:
-    """Run one tool call; its record, with the result or the error."""
+async def _call(tool: _Tool | None, call: ToolCall, agent: asyncio.Task[Any] | None) -> ToolCall:
+    """Run one tool call; its record, with the result or the error.
+
+    ``agent`` is the agent's own task: once it is being cancelled (a
+    ``FirstN`` winner elsewhere, a timeout), a tool call scheduled in the
+    same loop turn does not start.
+    """
+    if agent is not None and agent.cancelling():
+        raise asyncio.CancelledError
     if tool is None:
         return dataclasses.replace(call, error=f"there is no tool named {call.name!r}")
     if call.error is not None:
@@ -231,9 +238,10 @@ async def run_agent(
         messages.append(
             {"role": "assistant", "content": completion.text, "tool_calls": completion.tool_calls}
         )
+        agent = asyncio.current_task()
         async with asyncio.TaskGroup() as group:
             running = [
-                group.create_task(_call(tools.get(call.name), call))
+                group.create_task(_call(tools.get(call.name), call, agent))
                 for call in completion.tool_calls
             ]
         for task in running:
