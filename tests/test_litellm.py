@@ -283,3 +283,34 @@ async def test_a_request_cancelled_in_flight_is_booked_as_wasted(closing: list[A
         assert "openai/fast" not in usage.wasted
         wasted = usage.wasted["openai/slow"]
         assert wasted.requests == 1 and wasted.input_tokens > 0 and wasted.output_tokens == 0
+
+
+async def test_structured_answers_and_an_agent_through_litellm(closing: list[Any]) -> None:
+    from pydantic import BaseModel
+
+    from fanflow.testing import AgentScript, Script
+
+    class Verdict(BaseModel):
+        verdict: str
+        score: int
+
+    def double(x: int) -> int:
+        """Double a number."""
+        return 2 * x
+
+    config = SimConfig(
+        latency=FAST,
+        scripts=[Script("judge", {'{"verdict": "yes", "score": 2}': 1.0})],
+        agents=[AgentScript("compute", [[{"name": "double", "arguments": {"x": 21}}]], "42")],
+    )
+    async with Simulator(config) as sim:
+        llm = LiteLLMChat("openai/tiny", base_url=sim.url)
+        closing.append(llm)
+        completion = await llm.complete("judge this", schema=Verdict)
+        assert completion.parsed == Verdict(verdict="yes", score=2)
+        result = await ff.fan_out([ff.llm.agent_task("a", llm, "compute it", tools=[double])])
+        value = result.results[0].value
+        assert value.text == "42" and [(c.name, c.result) for c in value.tool_calls] == [
+            ("double", 42)
+        ]
+        assert sim.stats["tool_calls"] == 1

@@ -27,9 +27,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
 from .._core._exceptions import PermanentError, ServiceError, TransientError
-from ._base import Completion, Message, TokenUsage, _Metered, estimate_tokens, to_messages
+from ._base import (
+    Completion,
+    Message,
+    TokenUsage,
+    _Metered,
+    estimate_tokens,
+    to_messages,
+    tool_calls_from,
+)
 from ._errors import RETRY_AFTER_CEILING, from_status, redact_keys
 from ._sdk import _usage_tokens
+from ._structured import output_schema, rounds
 
 __all__ = ["LiteLLMChat", "map_litellm_error"]
 
@@ -206,24 +215,64 @@ class LiteLLMChat:
             self._secrets = (*self._secrets, key)
         return key
 
-    async def complete(self, prompt: str | Sequence[Message], **params: Any) -> Completion:
+    supports_schema = True
+
+    async def complete(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        schema: Any = None,
+        repair: int = 1,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        **params: Any,
+    ) -> Completion:
         """Send a chat completion request through litellm; return the answer.
 
         ``params`` (over the defaults given as ``params=``) go to
-        ``litellm.acompletion`` as they are.
+        ``litellm.acompletion`` as they are. ``schema=`` asks with
+        ``response_format`` (a JSON schema, which litellm translates for
+        the provider) and validates, with ``repair`` rounds; ``tools=``
+        (``{"name", "description", "parameters"}``) are sent in the
+        OpenAI shape litellm speaks, and the calls come back in
+        ``Completion.tool_calls``.
 
         Raises:
             RateLimited: HTTP 429 (``retry_after`` from the response's headers).
             TransientError: 5xx, timeouts (``timeout`` or litellm's own),
-                connection problems, an answer without text.
+                connection problems, an answer without text or tool calls.
             PermanentError: other 4xx (bad key, bad request, unknown model),
                 a missing API key, anything else litellm raises.
+            SchemaError: with ``schema``, no answer validated.
             ImportError: litellm is not installed (``pip install 'fanflow[litellm]'``).
         """
-        litellm = _litellm()
         messages = to_messages(prompt)
+        if schema is None:
+            return await self._request(messages, params, tools)
+        spec = output_schema(schema)
+        native = {
+            "type": "json_schema",
+            "json_schema": {"name": spec.name, "schema": spec.json_schema},
+        }
+
+        async def send(conversation: list[dict[str, Any]]) -> Completion:
+            return await self._request(conversation, {**params, "response_format": native}, tools)
+
+        return await rounds(send, messages, spec, repair)
+
+    async def _request(
+        self,
+        messages: list[dict[str, Any]],
+        params: Mapping[str, Any],
+        tools: Sequence[Mapping[str, Any]] | None,
+    ) -> Completion:
+        from ._openai import _wire, wire_tools
+
+        litellm = _litellm()
         key = self._key()
         options = {**self.params, **params}
+        if tools:
+            options["tools"] = wire_tools(tools)
+        wire = [_wire(m) for m in messages]
         meter = _Metered(
             self.model,
             messages,
@@ -235,7 +284,7 @@ class LiteLLMChat:
             async with deadline:
                 response = await litellm.acompletion(
                     model=self.model,
-                    messages=messages,
+                    messages=wire,
                     api_base=self.base_url,
                     api_key=key,
                     timeout=seconds,
@@ -243,7 +292,7 @@ class LiteLLMChat:
                     max_retries=0,
                     **options,
                 )
-            text = self._text(response)
+            text, calls = self._answer(response)
         except TimeoutError as exc:
             meter.failed()
             if not deadline.expired():
@@ -280,6 +329,7 @@ class LiteLLMChat:
                 output_tokens or 0,
             ),
             latency,
+            tool_calls=calls,
         )
 
     async def aclose(self) -> None:
@@ -321,15 +371,25 @@ class LiteLLMChat:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    def _text(self, response: Any) -> str:
-        """The first choice's text, or a :class:`~fanflow.TransientError` (a 200 without one)."""
+    def _answer(self, response: Any) -> tuple[str, tuple[Any, ...]]:
+        """The first choice's text and tool calls, or a TransientError (a 200 with neither)."""
         choices = getattr(response, "choices", None)
         if not choices:
             raise TransientError(f"{_PROVIDER}: HTTP 200 but no choices in the answer")
         message = getattr(choices[0], "message", None)
         content = getattr(message, "content", None)
+        raw = getattr(message, "tool_calls", None)
+        if raw:
+            found = []
+            for call in raw:
+                function = getattr(call, "function", None)
+                name = getattr(function, "name", None)
+                if not isinstance(name, str):
+                    raise TransientError(f"{_PROVIDER}: a tool call without a function name")
+                found.append((getattr(call, "id", ""), name, getattr(function, "arguments", None)))
+            return (content if isinstance(content, str) else ""), tool_calls_from(found)
         if not isinstance(content, str):
             tools = getattr(message, "tool_calls", None)
             why = "tool calls but no text" if tools else f"no text (content {content!r:.20})"
             raise TransientError(f"{_PROVIDER}: HTTP 200 but the first choice has {why}")
-        return content
+        return content, ()

@@ -191,17 +191,7 @@ class OpenAIChat(SDKChat):
         client = self._client()
         options = {**self.params, **params}
         if tools:
-            options["tools"] = [
-                {
-                    "type": "function",
-                    "function": {
-                        "name": t["name"],
-                        "description": t.get("description", ""),
-                        "parameters": t.get("parameters") or {"type": "object", "properties": {}},
-                    },
-                }
-                for t in tools
-            ]
+            options["tools"] = wire_tools(tools)
         wire = [_wire(m) for m in messages]
         meter = _Metered(
             self.model,
@@ -300,3 +290,18 @@ def _wire(message: Mapping[str, Any]) -> dict[str, Any]:
             ],
         }
     return {"role": role, "content": message["content"]}
+
+
+def wire_tools(tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Tools (``{"name", "description", "parameters"}``) in the chat-completions shape."""
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": t["name"],
+                "description": t.get("description", ""),
+                "parameters": t.get("parameters") or {"type": "object", "properties": {}},
+            },
+        }
+        for t in tools
+    ]
