@@ -13,6 +13,12 @@ from typing import Any, TypeVar
 
 import pytest
 
+# litellm fetches its model cost map from GitHub when it is imported (test
+# modules import it at collection, before fanflow's provider could say
+# otherwise): nothing may leave 127.0.0.0/8, so it uses its bundled copy.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
+
 T = TypeVar("T")
 
 

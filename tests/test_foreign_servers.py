@@ -318,13 +318,17 @@ async def test_a_4xx_is_permanent_and_not_retried(
     assert _delta(before, fakellm.stats()) == {f"always-{status}": 1}
 
 
-@pytest.mark.parametrize("provider", ["litellm", "litellm-anthropic"])
-async def test_a_200_with_tool_calls_and_no_text_is_transient_for_litellm(
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "litellm", "litellm-anthropic"])
+async def test_tool_calls_from_a_foreign_server_are_read(
     provider: str, fakellm: FakeLLM, make: Any
 ) -> None:
+    # fakellm answers with a tool call and no text: each provider reads it
+    # into Completion.tool_calls (an agent's next step), not as an empty answer.
     llm = make(provider)
-    with pytest.raises(ff.TransientError, match="no text"):
-        await llm.complete(f"{provider} tools-only")
+    tool = {"name": "lookup", "description": "Look up.", "parameters": {"type": "object"}}
+    completion = await llm.complete(f"{provider} tools-only", tools=[tool])
+    assert completion.text == ""
+    assert [(c.name, c.arguments) for c in completion.tool_calls] == [("lookup", {"q": 1})]
 
 
 async def test_the_key_goes_to_the_server_named_for_it_and_never_into_errors(

@@ -21,16 +21,14 @@ from typing import Any
 from .._core._exceptions import PermanentError, ServiceError, TransientError
 from ._base import (
     Completion,
-    Message,
     TokenUsage,
     _Metered,
     estimate_tokens,
-    to_messages,
     tool_calls_from,
 )
 from ._errors import RETRY_AFTER_CEILING, from_status, redact_keys
 from ._sdk import PROVIDER_KEY, SDKChat, _ProviderKey, _usage_tokens
-from ._structured import output_schema, rounds
+from ._structured import OutputSchema, StructuredChat
 
 __all__ = ["AnthropicChat"]
 
@@ -56,7 +54,7 @@ def map_anthropic_error(
     return PermanentError(text)
 
 
-class AnthropicChat(SDKChat):
+class AnthropicChat(StructuredChat, SDKChat):
     """A Claude model through the Messages API.
 
     Args:
@@ -118,74 +116,20 @@ class AnthropicChat(SDKChat):
             api_key=key, base_url=base_url, max_retries=0, timeout=self._sdk_timeout
         )
 
-    supports_schema = True
-
-    async def complete(
-        self,
-        prompt: str | Sequence[Message],
-        *,
-        schema: Any = None,
-        repair: int = 1,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-        **params: Any,
-    ) -> Completion:
-        """Send a Messages API request; return the answer.
-
-        Args:
-            prompt: a string (one user message) or chat messages.
-            schema: a pydantic model class or a JSON Schema dict: the answer
-                is asked for as the input of a forced tool, validated, and
-                returned in ``Completion.parsed``.
-            repair: rounds an answer that does not validate gets (with the
-                errors) before :class:`~fanflow.llm.SchemaError`.
-            tools: tools the model may call, ``{"name", "description",
-                "parameters"}`` (a JSON Schema); the calls it asks for come
-                back in ``Completion.tool_calls``.
-            params: request parameters (``temperature``, ``max_tokens``...).
-
-        Raises:
-            RateLimited: HTTP 429 (``retry_after`` from the response's headers).
-            TransientError: 5xx (529 "overloaded" included), 408/409/425,
-                connection problems, no whole answer within ``timeout``, a
-                200 whose body is not JSON or holds no text.
-            PermanentError: other 4xx, a missing API key, a 200 whose JSON
-                is not a Messages API response.
-            SchemaError: with ``schema``, no answer validated.
-        """
-        messages = to_messages(prompt)
-        if schema is None:
-            return await self._request(messages, params, tools, None)
-        spec = output_schema(schema)
-        # A tool's input must be an object: another schema is wrapped in one.
-        wrapped = spec.json_schema.get("type") != "object"
-        input_schema = (
-            {"type": "object", "properties": {"answer": spec.json_schema}, "required": ["answer"]}
-            if wrapped
-            else spec.json_schema
-        )
-        answer_tool = {
-            "name": spec.name,
-            "description": "Give your answer as this tool's input.",
-            "input_schema": input_schema,
-        }
-        forced = {"type": "tool", "name": spec.name}
-
-        async def send(conversation: list[dict[str, Any]]) -> Completion:
-            completion = await self._request(
-                conversation, {**params, "tool_choice": forced}, None, answer_tool
-            )
-            return completion
-
-        return await rounds(send, messages, spec, repair)
-
     async def _request(
         self,
         messages: list[dict[str, Any]],
         params: Mapping[str, Any],
         tools: Sequence[Mapping[str, Any]] | None,
-        answer_tool: Mapping[str, Any] | None,
+        spec: OutputSchema | None,
     ) -> Completion:
         import anthropic
+
+        # Structured output: a tool whose input is the answer, forced.
+        answer_tool = None if spec is None else _answer_tool(spec)
+        if answer_tool is not None:
+            params = {**params, "tool_choice": {"type": "tool", "name": answer_tool["name"]}}
+            tools = None
 
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         chat = _wire([m for m in messages if m["role"] != "system"])
@@ -303,6 +247,18 @@ class AnthropicChat(SDKChat):
         if not texts or not all(isinstance(t, str) for t in texts):
             raise self._bad(status, "no text block with text", body)
         return "".join(t for t in texts if isinstance(t, str))
+
+
+def _answer_tool(spec: OutputSchema) -> dict[str, Any]:
+    """The tool whose input is the answer; a schema that is not an object is wrapped."""
+    schema = spec.json_schema
+    if schema.get("type") != "object":
+        schema = {"type": "object", "properties": {"answer": schema}, "required": ["answer"]}
+    return {
+        "name": spec.name,
+        "description": "Give your answer as this tool's input.",
+        "input_schema": schema,
+    }
 
 
 def _wire(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -29,16 +29,14 @@ from typing import Any, Self
 from .._core._exceptions import PermanentError, ServiceError, TransientError
 from ._base import (
     Completion,
-    Message,
     TokenUsage,
     _Metered,
     estimate_tokens,
-    to_messages,
     tool_calls_from,
 )
 from ._errors import RETRY_AFTER_CEILING, from_status, redact_keys
 from ._sdk import _usage_tokens
-from ._structured import output_schema, rounds
+from ._structured import OutputSchema, StructuredChat
 
 __all__ = ["LiteLLMChat", "map_litellm_error"]
 
@@ -130,7 +128,7 @@ def map_litellm_error(
     return PermanentError(redact_keys(f"{_PROVIDER}: {type(exc).__name__}: {message}", secrets))
 
 
-class LiteLLMChat:
+class LiteLLMChat(StructuredChat):
     """A chat model reached through ``litellm.acompletion``.
 
     Args:
@@ -215,26 +213,14 @@ class LiteLLMChat:
             self._secrets = (*self._secrets, key)
         return key
 
-    supports_schema = True
-
-    async def complete(
+    async def _request(
         self,
-        prompt: str | Sequence[Message],
-        *,
-        schema: Any = None,
-        repair: int = 1,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-        **params: Any,
+        messages: list[dict[str, Any]],
+        params: Mapping[str, Any],
+        tools: Sequence[Mapping[str, Any]] | None,
+        spec: OutputSchema | None,
     ) -> Completion:
-        """Send a chat completion request through litellm; return the answer.
-
-        ``params`` (over the defaults given as ``params=``) go to
-        ``litellm.acompletion`` as they are. ``schema=`` asks with
-        ``response_format`` (a JSON schema, which litellm translates for
-        the provider) and validates, with ``repair`` rounds; ``tools=``
-        (``{"name", "description", "parameters"}``) are sent in the
-        OpenAI shape litellm speaks, and the calls come back in
-        ``Completion.tool_calls``.
+        """One request through ``litellm.acompletion`` (see the class).
 
         Raises:
             RateLimited: HTTP 429 (``retry_after`` from the response's headers).
@@ -242,36 +228,17 @@ class LiteLLMChat:
                 connection problems, an answer without text or tool calls.
             PermanentError: other 4xx (bad key, bad request, unknown model),
                 a missing API key, anything else litellm raises.
-            SchemaError: with ``schema``, no answer validated.
             ImportError: litellm is not installed (``pip install 'fanflow[litellm]'``).
         """
-        messages = to_messages(prompt)
-        if schema is None:
-            return await self._request(messages, params, tools)
-        spec = output_schema(schema)
-        native = {
-            "type": "json_schema",
-            "json_schema": {"name": spec.name, "schema": spec.json_schema},
-        }
-
-        async def send(conversation: list[dict[str, Any]]) -> Completion:
-            return await self._request(conversation, {**params, "response_format": native}, tools)
-
-        return await rounds(send, messages, spec, repair)
-
-    async def _request(
-        self,
-        messages: list[dict[str, Any]],
-        params: Mapping[str, Any],
-        tools: Sequence[Mapping[str, Any]] | None,
-    ) -> Completion:
-        from ._openai import _wire, wire_tools
+        from ._openai import _wire, response_format, wire_tools
 
         litellm = _litellm()
         key = self._key()
         options = {**self.params, **params}
         if tools:
             options["tools"] = wire_tools(tools)
+        if spec is not None:
+            options["response_format"] = response_format(spec)
         wire = [_wire(m) for m in messages]
         meter = _Metered(
             self.model,

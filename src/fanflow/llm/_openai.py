@@ -25,16 +25,14 @@ from typing import Any
 from .._core._exceptions import PermanentError, ServiceError, TransientError
 from ._base import (
     Completion,
-    Message,
     TokenUsage,
     _Metered,
     estimate_tokens,
-    to_messages,
     tool_calls_from,
 )
 from ._errors import RETRY_AFTER_CEILING, from_status, redact_keys
 from ._sdk import PROVIDER_KEY, SDKChat, _ProviderKey, _usage_tokens
-from ._structured import output_schema, rounds
+from ._structured import OutputSchema, StructuredChat
 
 __all__ = ["OpenAIChat"]
 
@@ -68,7 +66,7 @@ def _message(exc: Exception) -> str:
     return str(getattr(exc, "message", None) or exc)
 
 
-class OpenAIChat(SDKChat):
+class OpenAIChat(StructuredChat, SDKChat):
     """A chat model behind an OpenAI-compatible API.
 
     Args:
@@ -127,64 +125,12 @@ class OpenAIChat(SDKChat):
             api_key=key, base_url=base_url, max_retries=0, timeout=self._sdk_timeout
         )
 
-    supports_schema = True
-
-    async def complete(
-        self,
-        prompt: str | Sequence[Message],
-        *,
-        schema: Any = None,
-        repair: int = 1,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-        **params: Any,
-    ) -> Completion:
-        """Send a chat completion request; return the answer.
-
-        Args:
-            prompt: a string (one user message) or chat messages.
-            schema: a pydantic model class or a JSON Schema dict: the answer
-                is asked for with ``response_format`` (``json_schema``),
-                validated, and returned in ``Completion.parsed``.
-            repair: rounds an answer that does not validate gets (with the
-                errors) before :class:`~fanflow.llm.SchemaError`.
-            tools: tools the model may call, ``{"name", "description",
-                "parameters"}`` (a JSON Schema); the calls it asks for come
-                back in ``Completion.tool_calls``.
-            params: request parameters (``temperature``, ``max_tokens``...).
-
-        Raises:
-            RateLimited: HTTP 429 (``retry_after`` from the response's headers).
-            TransientError: 5xx, 408/409/425, connection problems, no whole
-                answer within ``timeout``, a 200 whose body is not JSON or
-                holds no answer.
-            PermanentError: other 4xx, a missing API key, a 200 whose JSON
-                is not a chat completion.
-            SchemaError: with ``schema``, no answer validated.
-        """
-        messages = to_messages(prompt)
-        if schema is None:
-            return await self._request(messages, params, tools)
-        spec = output_schema(schema)
-        native = {
-            "type": "json_schema",
-            "json_schema": {"name": spec.name, "schema": spec.json_schema},
-        }
-
-        # In extra_body, not as the typed response_format parameter: the SDK
-        # walks a typed parameter recursively on every request (the whole
-        # schema), which cost structured prompts ~8% of their throughput.
-        extra = {**(params.get("extra_body") or {}), "response_format": native}
-
-        async def send(conversation: list[dict[str, Any]]) -> Completion:
-            return await self._request(conversation, {**params, "extra_body": extra}, tools)
-
-        return await rounds(send, messages, spec, repair)
-
     async def _request(
         self,
         messages: list[dict[str, Any]],
         params: Mapping[str, Any],
         tools: Sequence[Mapping[str, Any]] | None,
+        spec: OutputSchema | None,
     ) -> Completion:
         import openai
 
@@ -192,6 +138,14 @@ class OpenAIChat(SDKChat):
         options = {**self.params, **params}
         if tools:
             options["tools"] = wire_tools(tools)
+        if spec is not None:
+            # In extra_body, not as the typed response_format parameter: the
+            # SDK walks a typed parameter recursively on every request (the
+            # whole schema), which cost structured prompts ~8% of throughput.
+            options["extra_body"] = {
+                **(options.get("extra_body") or {}),
+                "response_format": response_format(spec),
+            }
         wire = [_wire(m) for m in messages]
         meter = _Metered(
             self.model,
@@ -305,3 +259,8 @@ def wire_tools(tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         }
         for t in tools
     ]
+
+
+def response_format(spec: OutputSchema) -> dict[str, Any]:
+    """The chat-completions ``response_format`` asking for ``spec``'s JSON."""
+    return {"type": "json_schema", "json_schema": {"name": spec.name, "schema": spec.json_schema}}

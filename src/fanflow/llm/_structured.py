@@ -28,7 +28,13 @@ from typing import Any
 from .._core._exceptions import SchemaError
 from ._base import Completion, Message, TokenUsage, to_messages
 
-__all__ = ["OutputSchema", "SchemaError", "complete_structured", "output_schema"]
+__all__ = [
+    "OutputSchema",
+    "SchemaError",
+    "StructuredChat",
+    "complete_structured",
+    "output_schema",
+]
 
 #: The validation errors a repair prompt and a SchemaError quote, at most.
 _MAX_ERRORS = 10
@@ -228,3 +234,66 @@ async def complete_structured(
         return answer
 
     return await rounds(send, messages, spec, repair)
+
+
+class StructuredChat:
+    """``complete(prompt, *, schema=, repair=, tools=, **params)`` for a provider.
+
+    A provider implements ``_request(messages, params, tools, spec)``: one
+    request, asking natively for ``spec``'s JSON when it is given and
+    returning the answer's JSON as the completion's text. This class adds
+    the validation and the repair rounds.
+    """
+
+    supports_schema = True
+
+    async def _request(
+        self,
+        messages: list[dict[str, Any]],
+        params: Mapping[str, Any],
+        tools: Sequence[Mapping[str, Any]] | None,
+        spec: OutputSchema | None,
+    ) -> Completion:
+        raise NotImplementedError
+
+    async def complete(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        schema: Any = None,
+        repair: int = 1,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        **params: Any,
+    ) -> Completion:
+        """Send a request; return the answer.
+
+        Args:
+            prompt: a string (one user message) or chat messages.
+            schema: a pydantic model class or a JSON Schema dict: the answer
+                is asked for natively (OpenAI ``response_format``, an
+                Anthropic forced tool), validated, and returned in
+                ``Completion.parsed``.
+            repair: rounds an answer that does not validate gets (with the
+                errors) before :class:`~fanflow.llm.SchemaError`.
+            tools: tools the model may call, ``{"name", "description",
+                "parameters"}`` (a JSON Schema); the calls it asks for come
+                back in ``Completion.tool_calls``.
+            params: request parameters (``temperature``, ``max_tokens``...).
+
+        Raises:
+            RateLimited: HTTP 429 (``retry_after`` from the response's headers).
+            TransientError: 5xx, 408/409/425, connection problems, no whole
+                answer within ``timeout``, a 200 without an answer.
+            PermanentError: other 4xx, a missing API key, a 200 whose JSON
+                is not the API's.
+            SchemaError: with ``schema``, no answer validated.
+        """
+        messages = to_messages(prompt)
+        if schema is None:
+            return await self._request(messages, params, tools, None)
+        spec = output_schema(schema)
+
+        async def send(conversation: list[dict[str, Any]]) -> Completion:
+            return await self._request(conversation, params, tools, spec)
+
+        return await rounds(send, messages, spec, repair)
