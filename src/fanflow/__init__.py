@@ -62,6 +62,7 @@ from ._policies._strategies import Strategy as Strategy
 from ._policies._strategies import Verdict as Verdict
 from ._policies._vote import BetaStop as BetaStop
 from ._policies._vote import Vote as Vote
+from ._version import __version__ as __version__
 from .llm._aggregate import AGGREGATOR_TEMPLATE as AGGREGATOR_TEMPLATE
 from .llm._aggregate import Gap as Gap
 from .llm._aggregate import MergeConflict as MergeConflict
@@ -75,8 +76,6 @@ from .llm._plan import PlanError as PlanError
 from .llm._plan import Subtask as Subtask
 from .llm._plan import ask as ask
 from .llm._plan import plan as plan
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> object:
