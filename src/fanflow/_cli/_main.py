@@ -10,6 +10,7 @@ import click
 from .. import __version__
 from .ask import ask
 from .map import map_command
+from .mcp import mcp
 from .simulate import simulate
 from .workflow import report, run, schema, validate
 
@@ -35,5 +36,6 @@ def main() -> None:
 
 main.add_command(map_command, name="map")
 main.add_command(simulate)
+main.add_command(mcp)
 for command in (run, validate, schema, report, ask):
     main.add_command(command)
