@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-dev
 
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test lint typecheck pytest bench bench-peers clean
+.PHONY: demo test lint typecheck pytest bench bench-peers docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,5 +47,9 @@ bench-peers: $(BENCH_STAMP)
 		|| echo "GNU parallel not installed; its rows will say so"; }
 	$(BIN)/python bench/peers/run.py
 
+# The documentation site (MkDocs Material + mkdocstrings), warnings as errors.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache site
