@@ -373,3 +373,25 @@ def book_usage(factory: Callable[[str, str | None], Any]) -> Callable[[str, str 
 
     build.__wrapped__ = factory  # type: ignore[attr-defined]
     return build
+
+
+class _Identity:
+    """``repr`` and journal identity of a provider with ``provider``, ``model``,
+    ``base_url`` and ``params`` attributes."""
+
+    provider: str
+    model: str
+    base_url: str | None
+    params: dict[str, Any]
+
+    def __repr__(self) -> str:
+        # Never the key: only where it comes from.
+        return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r})"
+
+    def __fanflow_fingerprint__(self) -> dict[str, Any]:
+        """What identifies this model in a journal: provider, model, default parameters.
+
+        Not the server's address (a local proxy's port changes between
+        runs) and never the key.
+        """
+        return {"provider": self.provider, "model": self.model, "params": self.params}

@@ -30,6 +30,7 @@ from .._core._exceptions import PermanentError, ServiceError, TransientError
 from ._base import (
     Completion,
     TokenUsage,
+    _Identity,
     _Metered,
     estimate_tokens,
     tool_calls_from,
@@ -128,7 +129,7 @@ def map_litellm_error(
     return PermanentError(redact_keys(f"{_PROVIDER}: {type(exc).__name__}: {message}", secrets))
 
 
-class LiteLLMChat(StructuredChat):
+class LiteLLMChat(StructuredChat, _Identity):
     """A chat model reached through ``litellm.acompletion``.
 
     Args:
@@ -188,18 +189,6 @@ class LiteLLMChat(StructuredChat):
         self.params = dict(params or {})
         self.name = name or (f"{_PROVIDER}:{model}" + (f"@{base_url}" if base_url else ""))
         self._secrets: tuple[str, ...] = ()
-
-    def __repr__(self) -> str:
-        # Never the key: only where it comes from.
-        return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r})"
-
-    def __fanflow_fingerprint__(self) -> dict[str, Any]:
-        """What identifies this model in a journal: provider, model, default parameters.
-
-        Not the server's address (a local proxy's port changes between
-        runs) and never the key.
-        """
-        return {"provider": self.provider, "model": self.model, "params": self.params}
 
     def _key(self) -> str | None:
         if self.api_key_env is None:

@@ -26,6 +26,7 @@ from typing import Any, Final, Self
 from urllib.parse import urlsplit
 
 from .._core._exceptions import PermanentError, ServiceError, TransientError
+from ._base import _Identity
 from ._errors import RETRY_AFTER_CEILING, bad_body, redact_keys
 
 __all__ = ["PROVIDER_KEY", "SDKChat"]
@@ -91,7 +92,7 @@ def _tokens(provider: str, field: str, value: Any) -> int | None:
     return None
 
 
-class SDKChat(abc.ABC):
+class SDKChat(_Identity, abc.ABC):
     """Base of the providers built on an official SDK.
 
     Subclasses set ``provider`` (``"openai"``...), ``key_env`` (the
@@ -143,18 +144,6 @@ class SDKChat(abc.ABC):
         self.name = name or (f"{self.provider}:{model}" + (f"@{base_url}" if base_url else ""))
         self._clients: dict[int, tuple[asyncio.AbstractEventLoop, Any]] = {}
         self._secrets: tuple[str, ...] = ()
-
-    def __repr__(self) -> str:
-        # Never the key: only where it comes from.
-        return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r})"
-
-    def __fanflow_fingerprint__(self) -> dict[str, Any]:
-        """What identifies this model in a journal: provider, model, default parameters.
-
-        Not the server's address (a local proxy's port changes between
-        runs) and never the key.
-        """
-        return {"provider": self.provider, "model": self.model, "params": self.params}
 
     @abc.abstractmethod
     def _new_client(self, key: str, base_url: str) -> Any:
