@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import fanflow as ff
+from fanflow.llm import prompt_task
 from fanflow.testing import ScriptedLLM
 
 from .conftest import run_isolated
@@ -602,3 +603,71 @@ async def test_a_skipped_dependent_runs_once_its_need_succeeds(tmp_path: Path) -
     assert second.value == {"m": 5, "n": 10} and CALLS == [("double", 5)]
     third = await ff.fan_out(tasks(), journal=db)
     assert all(r.replayed for r in third.results)
+
+
+# -- calls in flight when a run dies: booked as wasted by the rerun ----------------------
+
+_DIES = """
+import asyncio, os, sys, threading
+import fanflow as ff
+from fanflow.llm import prompt_task
+from fanflow.testing import ScriptedLLM
+
+llm = ScriptedLLM("m", default="answer", delay=30.0)
+tasks = [ff.llm.prompt_task(f"t{i}", llm, "x" * 396, max_tokens=10) for i in range(5)]
+threading.Timer(1.0, lambda: os._exit(9)).start()
+asyncio.run(ff.fan_out(tasks, journal=sys.argv[1]))
+"""
+
+
+def _started_rows(db: Path) -> int:
+    con = sqlite3.connect(db)
+    try:
+        (count,) = con.execute("SELECT COUNT(*) FROM started").fetchone()
+    finally:
+        con.close()
+    return int(count)
+
+
+def test_calls_in_flight_when_a_run_dies_are_wasted_in_the_rerun(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    db = tmp_path / "j.db"
+    died = subprocess.run(
+        [sys.executable, "-c", _DIES, str(db)], capture_output=True, timeout=60, check=False
+    )
+    assert died.returncode == 9, died.stderr
+    assert _started_rows(db) == 5
+
+    async def rerun() -> ff.FanInResult:
+        llm = ScriptedLLM("m", default="answer")
+        tasks = [prompt_task(f"t{i}", llm, "x" * 396, max_tokens=10) for i in range(5)]
+        return await ff.fan_out(tasks, journal=db)
+
+    result = run_isolated(rerun())
+    assert result.usage is not None
+    # The 5 lost calls (their prompt's estimate each), then the 5 made again.
+    assert result.usage.wasted["m"].requests == 5
+    assert result.usage.wasted["m"].input_tokens == 5 * 99
+    assert result.usage.by_model["m"].requests == 10
+    assert _started_rows(db) == 0
+    again = run_isolated(rerun())
+    assert all(r.replayed for r in again.results)
+    assert again.usage is None or not again.usage.wasted
+
+
+def test_a_run_that_ends_leaves_no_start_records(tmp_path: Path) -> None:
+    db = tmp_path / "j.db"
+
+    async def main() -> None:
+        llm = ScriptedLLM("m", default="a", delay=0.05).enqueue(RuntimeError("boom"))
+        tasks = [prompt_task(f"t{i}", llm, f"p{i}") for i in range(4)]
+        await ff.fan_out(tasks, journal=db, raise_on_failure=False, max_concurrency=1)
+        slow = ScriptedLLM("s", default="b", delay=5.0)
+        fast = ScriptedLLM("f", default="c")
+        race = [prompt_task("fast", fast, "q"), prompt_task("slow", slow, "q")]
+        await ff.fan_out(race, journal=db, strategy=ff.FirstN(1))
+
+    run_isolated(main())
+    assert _started_rows(db) == 0

@@ -60,7 +60,19 @@ def open_journal(spec: str | os.PathLike[str] | Journal) -> tuple[Journal, bool]
 class TaskJournal:
     """One fan-out's view of its journal: fingerprints by position, replays, rows."""
 
-    __slots__ = ("_cache", "_codecs", "_found", "_fps", "journal", "owned", "replayed")
+    __slots__ = (
+        "_cache",
+        "_codecs",
+        "_ended",
+        "_found",
+        "_fps",
+        "_models",
+        "_started",
+        "journal",
+        "lost",
+        "owned",
+        "replayed",
+    )
 
     def __init__(self, journal: Journal, owned: bool, tasks: Sequence[Task]) -> None:
         self.journal = journal
@@ -71,17 +83,56 @@ class TaskJournal:
         # A task's own way to store its value: fn.__fanflow_codec__ = (dump,
         # load), e.g. a structured prompt task's pydantic model.
         self._codecs: dict[int, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {}
+        # Tasks that call a model (fn.__fanflow_model__: prompt and agent
+        # tasks): their start is recorded, so that a run that dies with the
+        # call in flight leaves a trace the rerun books as wasted.
+        self._models: dict[int, tuple[str | None, int]] = {}
+        self._started: list[tuple[bytes, str | None, int]] = []
+        self._ended: list[bytes] = []
         known: list[bytes] = []
         for i, task in enumerate(tasks):
             codec = getattr(task.fn, "__fanflow_codec__", None)
             if codec is not None:
                 self._codecs[i] = codec
+            model = getattr(task.fn, "__fanflow_model__", None)
+            if model is not None:
+                self._models[i] = (model[0], int(model[1]))
             if task.has_refs:
                 continue  # its arguments are known once its needs are done
             fp = self._fingerprint(task, task.args, task.kwargs)
             self._fps[i] = fp
             known.append(fp)
         self._found = journal.recorded_ok(known)
+        #: model calls an earlier run started and lost when it died: (model, prompt tokens)
+        self.lost: list[tuple[str | None, int]] = []
+        if self._models:
+            calling = [fp for i, fp in enumerate(self._fps) if fp and i in self._models]
+            for ident, model, tokens in journal.lost_calls(calling):
+                self.lost.append((model, int(tokens or 0)))
+                self._ended.append(ident)  # booked now: forgotten at the next commit
+
+    def started(self, index: int) -> bool:
+        """A task that calls a model is starting: record it (``True``: a commit is due)."""
+        model = self._models.get(index)
+        fp = self._fps[index]
+        if model is None or not fp:
+            return False
+        self._started.append((fp, model[0], model[1]))
+        return True
+
+    def ended(self, index: int) -> bool:
+        """A recorded start ended (any status): forget it (``True``: a commit is due)."""
+        if index not in self._models:
+            return False
+        fp = self._fps[index]
+        if not fp:
+            return False
+        self._ended.append(fp)
+        return True
+
+    def pending(self) -> bool:
+        """Whether starts or ends wait for a commit."""
+        return bool(self._started or self._ended)
 
     def _fingerprint(self, task: Task, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bytes:
         try:
@@ -167,8 +218,10 @@ class TaskJournal:
         return self.journal.task_row(fp, result, None if codec is None else codec[0])
 
     def commit(self, rows: list[tuple[Any, ...] | None]) -> None:
-        """Commit rows in one transaction (``None`` rows are skipped)."""
-        self.journal.record_tasks([row for row in rows if row is not None])
+        """Commit rows, and the starts and ends waiting, in one transaction."""
+        started, self._started = self._started, []
+        ended, self._ended = self._ended, []
+        self.journal.record_tasks([row for row in rows if row is not None], started, ended)
 
     def close(self) -> None:
         """Close the journal if this fan-out opened it."""

@@ -75,6 +75,7 @@ CREATE TABLE IF NOT EXISTS items (
     position INTEGER,
     input BLOB
 );
+CREATE TABLE IF NOT EXISTS started (ident BLOB PRIMARY KEY, model TEXT, input_tokens INTEGER);
 """
 
 # Items longer than this are fingerprinted by a digest (and a prefix, to name
@@ -560,9 +561,47 @@ class Journal:
             None,
         )
 
-    def record_tasks(self, rows: list[tuple[Any, ...]]) -> None:
-        """Commit task rows (from :meth:`task_row`) in one transaction."""
-        self._insert(rows)
+    def record_tasks(
+        self,
+        rows: list[tuple[Any, ...]],
+        started: Sequence[tuple[bytes, str | None, int]] = (),
+        ended: Sequence[bytes] = (),
+    ) -> None:
+        """Commit task rows (from :meth:`task_row`) in one transaction.
+
+        ``started`` records model calls about to be made (fingerprint,
+        model, estimated prompt tokens) and ``ended`` forgets them: what is
+        still there when a run dies was paid for, or cut off, and lost.
+        """
+        if not (rows or started or ended):
+            return
+        with self._db:  # one transaction
+            self._db.execute("BEGIN")
+            if rows:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+                )
+            # Starts first: a task that started and ended in one batch leaves no row.
+            if started:
+                self._db.executemany("INSERT OR REPLACE INTO started VALUES (?, ?, ?)", started)
+            if ended:
+                self._db.executemany("DELETE FROM started WHERE ident = ?", [(e,) for e in ended])
+        if rows:
+            self._has_rows = True
+
+    def lost_calls(self, fingerprints: Sequence[bytes]) -> list[tuple[bytes, str | None, int]]:
+        """Model calls a run recorded as started and never saw end (it died), for these tasks."""
+        found: list[tuple[bytes, str | None, int]] = []
+        for start in range(0, len(fingerprints), 500):
+            chunk = fingerprints[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.extend(
+                self._db.execute(
+                    f"SELECT ident, model, input_tokens FROM started WHERE ident IN ({marks})",
+                    chunk,
+                )
+            )
+        return found
 
     def close(self) -> None:
         """Close the database (and let another process have it)."""

@@ -27,6 +27,7 @@ Design notes (why it is shaped this way):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -158,6 +159,7 @@ class Driver:
         # (so each goes through _accept), and ok results wait in _held until
         # the loop turn's commit.
         self._journal = settings.journal
+        self._commit_due = False
         self._held: list[tuple[TaskResult, Status, BaseException | None, float]] = []
         self._committing = False
         if self._journal is not None:
@@ -276,6 +278,8 @@ class Driver:
             if replayed is not None:
                 self._settled(replayed, Status.OK, None, now)
                 return
+            if self._journal.started(index):
+                self._journal_due()
         if self._streaming:
             self._unsettled += 1
             if self._hedging is not None:
@@ -724,18 +728,18 @@ class Driver:
     def _settled(
         self, result: TaskResult, status: Status, error: BaseException | None, end: float
     ) -> None:
-        if (
-            self._journal is not None
-            and status is Status.OK
-            and not result.replayed
-            and not self._committing
-        ):
-            # Durable: nothing sees an ok result before its record is
-            # committed — one transaction for all that ended in this turn.
-            if not self._held:
-                self._loop.call_soon(self._guard, self._commit)
-            self._held.append((result, status, error, end))
-            return
+        if self._journal is not None and not result.replayed and not self._committing:
+            # A model call's start record goes in the same transaction.
+            due = result.index is not None and self._journal.ended(result.index)
+            if status is Status.OK:
+                # Durable: nothing sees an ok result before its record is
+                # committed — one transaction for all that ended in this turn.
+                if not self._held:
+                    self._loop.call_soon(self._guard, self._commit)
+                self._held.append((result, status, error, end))
+                return
+            if due:
+                self._journal_due()
         if not self._streaming:
             self.results[result.index] = result  # type: ignore[index]
         self._unsettled -= 1
@@ -759,12 +763,21 @@ class Driver:
                 Status.CANCELLED, f"{self.strategy.name} finished before this task did", None
             )
 
+    def _journal_due(self) -> None:
+        """Starts or ends of model calls wait: commit them this loop turn."""
+        if not self._held and not self._commit_due:
+            self._commit_due = True
+            self._loop.call_soon(self._guard, self._commit)
+
     def _commit(self) -> None:
         """Commit the held ok results, then let everything see them."""
         held, self._held = self._held, []
-        if not held:
-            return
+        self._commit_due = False
         journal = self._journal
+        if not held:
+            if journal is not None and journal.pending() and not journal.journal.closed:
+                journal.commit([])
+            return
         rows = []
         unstorable: BaseException | None = None
         for result, _, _, _ in held:
@@ -857,6 +870,8 @@ class Driver:
         # Inside an attempt of an enclosing fan-out, spending is booked to it.
         parent_key = _ATTEMPT_KEY.get() or asyncio.current_task()
         self._ledger = _Ledger(_LEDGER.get(), parent_key)
+        if self._journal is not None and self._journal.lost:
+            self._ledger.book_lost(self._journal.lost)
         self._base_ctx = contextvars.copy_context()
         self._base_ctx.run(_LEDGER.set, self._ledger)
         # The spend budget: this fan-out's own, else the one in force where
@@ -956,6 +971,12 @@ class Driver:
             self.sink.close(self._error is not None)
         finally:
             await self._stop_everything()
+            journal = self._journal
+            if journal is not None and journal.pending() and not journal.journal.closed:
+                # The calls stopped just now were booked (as wasted) by this
+                # run: forget their start records, or a rerun books them again.
+                with contextlib.suppress(Exception):
+                    journal.commit([])
 
     def _flush_held(self) -> None:
         """Leaving early (an error, a cancellation): record the ok results still held.

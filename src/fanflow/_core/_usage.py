@@ -255,6 +255,20 @@ class _Ledger:
         self.parent_key = parent_key
         self.used = False  # whether any request was ever booked
 
+    def book_lost(self, lost: list[tuple[str | None, int]]) -> None:
+        """Book model calls an earlier run lost when it died (journal=), as wasted.
+
+        Each is a request with its estimated prompt tokens: the answer, if
+        one came, was never recorded, so its tokens are unknown (a lower
+        bound, as for a call cut off in flight).
+        """
+        self.used = True
+        for model, tokens in lost:
+            spent = ModelUsage(1, tokens, 0)
+            name = model or "unknown"
+            self.usage.by_model.setdefault(name, ModelUsage()).add(spent)
+            self.usage.wasted.setdefault(name, ModelUsage()).add(spent)
+
     def begin(
         self, key: object, model: str, input_tokens: int, request: _Request | None = None
     ) -> _Request:
