@@ -310,6 +310,11 @@ class Driver:
             self._launch_held(state, now, hedge)
             return
         attempt = Attempt(self, state, hedge)
+        if self._admit(attempt, state, now):
+            self._start(attempt, now)
+
+    def _admit(self, attempt: Attempt, state: TaskState, now: float) -> bool:
+        """Count ``attempt`` as running; ``False``: the rate limit starts it later."""
         state.live.append(attempt)
         admission = self.admission
         admission.running.add(attempt)
@@ -317,8 +322,8 @@ class Driver:
             start = admission.reserve(now, state.task.tokens)
             if start > now:
                 attempt.reserve_handle = self._call_at(start, self._start_reserved, attempt)
-                return
-        self._start(attempt, now)
+                return False
+        return True
 
     def _start_reserved(self, attempt: Attempt) -> None:
         attempt.reserve_handle = None
@@ -341,15 +346,8 @@ class Driver:
         # Its model requests find it by their ledger key: a thread's attempt
         # now, an asyncio task's future once it exists (_held_start).
         self._ledger.holds[attempt] = attempt
-        state.live.append(attempt)
-        admission = self.admission
-        admission.running.add(attempt)
-        if admission.rate_limit is not None:
-            start = admission.reserve(now, state.task.tokens)
-            if start > now:
-                attempt.reserve_handle = self._call_at(start, self._start_reserved, attempt)
-                return
-        self._held_start(attempt, now)
+        if self._admit(attempt, state, now):
+            self._held_start(attempt, now)
 
     def _reserve(self, state: TaskState, now: float, hedge: bool) -> Any:
         """Reserve an attempt's estimate; ``None`` if it does not fit (and then settle)."""

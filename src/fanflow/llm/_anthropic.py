@@ -21,9 +21,8 @@ from typing import Any
 from .._core._exceptions import PermanentError, ServiceError, TransientError
 from ._base import (
     Completion,
-    TokenUsage,
     _Metered,
-    estimate_tokens,
+    answered,
     tool_calls_from,
 )
 from ._errors import RETRY_AFTER_CEILING, from_status, redact_keys
@@ -178,16 +177,14 @@ class AnthropicChat(StructuredChat, SDKChat):
             "anthropic", data, "input_tokens", "output_tokens"
         )
         latency = meter.done(input_tokens, output_tokens)
-        model = data.get("model")
-        return Completion(
+        return answered(
             text,
-            model if isinstance(model, str) and model else self.model,
-            TokenUsage(
-                estimate_tokens(messages) if input_tokens is None else input_tokens,
-                output_tokens or 0,
-            ),
+            data.get("model"),
+            self.model,
+            messages,
+            (input_tokens, output_tokens),
             latency,
-            tool_calls=calls,
+            calls,
         )
 
     def _tool_input(

@@ -395,3 +395,27 @@ class _Identity:
         runs) and never the key.
         """
         return {"provider": self.provider, "model": self.model, "params": self.params}
+
+
+def answered(
+    text: str,
+    reported_model: Any,
+    model: str,
+    messages: Sequence[Message],
+    usage: tuple[int | None, int | None],
+    latency: float,
+    tool_calls: tuple[ToolCall, ...] = (),
+) -> Completion:
+    """A provider's :class:`Completion`: the service's model name if it gave one,
+    and the prompt's estimate for input tokens it did not report."""
+    input_tokens, output_tokens = usage
+    return Completion(
+        text,
+        reported_model if isinstance(reported_model, str) and reported_model else model,
+        TokenUsage(
+            estimate_tokens(messages) if input_tokens is None else input_tokens,
+            output_tokens or 0,
+        ),
+        latency,
+        tool_calls=tool_calls,
+    )

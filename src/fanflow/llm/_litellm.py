@@ -29,14 +29,13 @@ from typing import Any, Self
 from .._core._exceptions import PermanentError, ServiceError, TransientError
 from ._base import (
     Completion,
-    TokenUsage,
     _Identity,
     _Metered,
-    estimate_tokens,
+    answered,
     tool_calls_from,
 )
 from ._errors import RETRY_AFTER_CEILING, from_status, redact_keys
-from ._sdk import _usage_tokens
+from ._sdk import _usage_tokens, check_model_and_timeout
 from ._structured import OutputSchema, StructuredChat
 
 __all__ = ["LiteLLMChat", "map_litellm_error"]
@@ -169,15 +168,7 @@ class LiteLLMChat(StructuredChat, _Identity):
         params: Mapping[str, Any] | None = None,
         name: str | None = None,
     ) -> None:
-        if not isinstance(model, str) or not model:
-            raise ValueError(f"model must be a non-empty string; got {model!r}")
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or math.isnan(timeout)
-            or timeout <= 0
-        ):
-            raise ValueError(f"timeout must be a number of seconds > 0; got {timeout!r}")
+        check_model_and_timeout(model, timeout)
         if api_key_env is not None and (
             not isinstance(api_key_env, str) or not _ENV_NAME.fullmatch(api_key_env)
         ):
@@ -276,16 +267,14 @@ class LiteLLMChat(StructuredChat, _Identity):
             _PROVIDER, {"usage": counts}, "prompt_tokens", "completion_tokens"
         )
         latency = meter.done(input_tokens, output_tokens)
-        model = getattr(response, "model", None)
-        return Completion(
+        return answered(
             text,
-            model if isinstance(model, str) and model else self.model,
-            TokenUsage(
-                estimate_tokens(messages) if input_tokens is None else input_tokens,
-                output_tokens or 0,
-            ),
+            getattr(response, "model", None),
+            self.model,
+            messages,
+            (input_tokens, output_tokens),
             latency,
-            tool_calls=calls,
+            calls,
         )
 
     async def aclose(self) -> None:

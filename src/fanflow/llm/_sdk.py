@@ -121,15 +121,7 @@ class SDKChat(_Identity, abc.ABC):
         params: Mapping[str, Any] | None,
         name: str | None,
     ) -> None:
-        if not isinstance(model, str) or not model:
-            raise ValueError(f"model must be a non-empty string; got {model!r}")
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or math.isnan(timeout)
-            or timeout <= 0
-        ):
-            raise ValueError(f"timeout must be a number of seconds > 0; got {timeout!r}")
+        check_model_and_timeout(model, timeout)
         if not (api_key_env is None or api_key_env is PROVIDER_KEY or isinstance(api_key_env, str)):
             raise TypeError(f"api_key_env must be a variable name or None; got {api_key_env!r}")
         self.model = model
@@ -268,3 +260,21 @@ class SDKChat(_Identity, abc.ABC):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def check_model_and_timeout(model: Any, timeout: Any) -> None:
+    """A provider's ``model`` and ``timeout`` arguments.
+
+    Raises:
+        ValueError: ``model`` is empty or not a string, ``timeout`` is not a
+            number of seconds > 0.
+    """
+    if not isinstance(model, str) or not model:
+        raise ValueError(f"model must be a non-empty string; got {model!r}")
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or math.isnan(timeout)
+        or timeout <= 0
+    ):
+        raise ValueError(f"timeout must be a number of seconds > 0; got {timeout!r}")

@@ -17,6 +17,7 @@ a system message and the same validation and repair rounds
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import inspect
 import json
@@ -236,7 +237,7 @@ async def complete_structured(
     return await rounds(send, messages, spec, repair)
 
 
-class StructuredChat:
+class StructuredChat(abc.ABC):
     """``complete(prompt, *, schema=, repair=, tools=, **params)`` for a provider.
 
     A provider implements ``_request(messages, params, tools, spec)``: one
@@ -247,6 +248,7 @@ class StructuredChat:
 
     supports_schema = True
 
+    @abc.abstractmethod
     async def _request(
         self,
         messages: list[dict[str, Any]],
@@ -254,7 +256,7 @@ class StructuredChat:
         tools: Sequence[Mapping[str, Any]] | None,
         spec: OutputSchema | None,
     ) -> Completion:
-        raise NotImplementedError
+        """Make one request; with ``spec``, the answer's JSON is the completion's text."""
 
     async def complete(
         self,

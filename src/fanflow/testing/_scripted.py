@@ -10,21 +10,19 @@ from typing import Any
 
 from ..llm._base import (
     Completion,
-    Message,
     TokenUsage,
     ToolCall,
     _Metered,
     estimate_tokens,
-    to_messages,
 )
-from ..llm._structured import output_schema, rounds
+from ..llm._structured import OutputSchema, StructuredChat
 
 __all__ = ["ScriptedLLM"]
 
 Answer = str | BaseException | ToolCall | Sequence[ToolCall] | Mapping[str, Any]
 
 
-class ScriptedLLM:
+class ScriptedLLM(StructuredChat):
     """A fake model for tests: answers from a queue, records every request.
 
     ``enqueue(...)`` adds answers, one per request:
@@ -42,8 +40,6 @@ class ScriptedLLM:
     takes ``schema=`` (validated, with repair rounds) and ``tools=``.
     """
 
-    supports_schema = True
-
     def __init__(self, name: str = "scripted", *, default: str = "", delay: float = 0.0) -> None:
         self.name = name
         self.default = default
@@ -57,38 +53,15 @@ class ScriptedLLM:
         self._queue.extend(answers)
         return self
 
-    async def complete(
-        self,
-        prompt: str | Sequence[Message],
-        *,
-        schema: Any = None,
-        repair: int = 1,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-        **params: Any,
-    ) -> Completion:
-        """Answer with the next queued item.
-
-        Raises:
-            SchemaError: with ``schema``, the queued answers did not validate.
-            BaseException: a queued exception.
-        """
-        messages = to_messages(prompt)
-        if schema is None:
-            return await self._answer(messages, tools, params, None)
-        spec = output_schema(schema)
-
-        async def send(conversation: list[dict[str, Any]]) -> Completion:
-            return await self._answer(conversation, tools, params, spec.json_schema)
-
-        return await rounds(send, messages, spec, repair)
-
-    async def _answer(
+    async def _request(
         self,
         messages: list[dict[str, Any]],
-        tools: Sequence[Mapping[str, Any]] | None,
         params: Mapping[str, Any],
-        schema: Mapping[str, Any] | None,
+        tools: Sequence[Mapping[str, Any]] | None,
+        spec: OutputSchema | None,
     ) -> Completion:
+        """Answer one request with the next queued item (or raise it)."""
+        schema = None if spec is None else spec.json_schema
         # A request the budget refuses is never sent: not in the history.
         meter = _Metered(self.name, messages, params.get("max_tokens"))
         self.history.append(messages)
